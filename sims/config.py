@@ -177,8 +177,15 @@ def make_params(*, beta, eta, v, lb=0.5, eps=0.0, delta=0.0, ref_scale=1.0) -> S
     return SimParams(**{k: jnp.asarray(v) for k, v in values.items()})
 
 
-def theorem_params(*, Q, beta=1.0, eta=None, K=1, lb=0.5) -> SimParams:
-    """Parameters inside Theorem 4.2's conditions: v = 1/(32√Q); η defaults to τ_1/50."""
-    if eta is None:
-        eta = K * math.log(3) / (5 * beta**2) / 50
-    return make_params(beta=beta, eta=eta, v=1 / (32 * math.sqrt(Q)), lb=lb)
+def theorem_regime(*, K, Q, beta=1.0, steps=50, n_test=None, tokens="distinct", loss="dpo",
+                   v=None, delta=0.0, lb=0.5, stride=1):
+    """A configuration inside Theorem 4.2's conditions that trains exactly to τ_1.
+
+    d = 5Q, v = 1/(32√Q), l_b = 1/2, distinct tokens (Z = 1), GD with η = τ_1/steps so that the
+    last checkpoint is t = τ_1 = Kτ·log3/(5β²) (τ = 1). Returns (DataSpec, TrainSpec, SimParams).
+    """
+    spec = DataSpec(K=K, Q=Q, d=5 * Q, n_test=Q if n_test is None else n_test, tokens=tokens)
+    eta = K * math.log(3) / (5 * beta**2) / steps
+    params = make_params(beta=beta, eta=eta, v=1 / (32 * math.sqrt(Q)) if v is None else v,
+                         lb=lb, delta=delta)
+    return spec, TrainSpec(loss=loss, optimizer="gd", steps=steps, stride=stride), params

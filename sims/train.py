@@ -9,6 +9,7 @@ the cached reference log-partition. Time is a `lax.scan` over checkpoints with a
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -115,7 +116,11 @@ def make_trainer(train: TrainSpec, n_pairs: int):
 
         def segment(carry, _):
             carry, _ = jax.lax.scan(step, carry, None, length=train.stride)
-            return carry, record(carry[0])
+            rec = record(carry[0])
+            delta_w, opt_state, n, bad = carry
+            finite = jnp.isfinite(rec["margins"])  # the final checkpoint is never stepped from
+            bad = jnp.where((bad[0] < 0) & ~jnp.all(finite), jnp.stack([n, jnp.argmin(finite)]), bad)
+            return (delta_w, opt_state, n, bad), rec
 
         init = (delta_w, opt.init(delta_w), jnp.asarray(0), jnp.asarray([-1, -1]))
         carry, recs = jax.lax.scan(segment, init, None, length=train.n_checkpoints - 1)
@@ -150,3 +155,21 @@ def check_finite(traj: Trajectory) -> None:
             where = f" (run {row} of the batch)" if bad.shape[0] > 1 else ""
             raise FloatingPointError(
                 f"non-finite reward margin at step {int(step)}, sample {int(sample)}{where}")
+
+
+@functools.lru_cache(maxsize=64)
+def batched_simulation(data_spec: DataSpec, train: TrainSpec):
+    """`jit(vmap(simulate))` over seeds for one static setting, compiled once and cached.
+
+    The returned function takes `(keys, params)`: keys (S,) PRNG keys, params a `SimParams` shared
+    by every seed, and returns a `Trajectory` with a leading seed axis.
+    """
+    return jax.jit(jax.vmap(make_margin_simulation(data_spec, train), in_axes=(0, None)))
+
+
+def run_seeds(data_spec: DataSpec, train: TrainSpec, params: SimParams, seeds) -> Trajectory:
+    """Trains one run per seed (keys fold_in(key(0), seed)); raises on a non-finite margin."""
+    keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(0), s))(jnp.asarray(seeds))
+    traj = batched_simulation(data_spec, train)(keys, params)
+    check_finite(traj)
+    return traj

@@ -121,6 +121,26 @@ def test_q_star_matches_brute_force(K):
     assert IL.q_star(K, q_max=100) is None
 
 
+def test_q_star_finds_a_hit_on_the_rising_stretch():
+    # K = 5e-4: 2KQ^2 e^{-Q/45} is 0.66 at Q = 40 and 1.09 at the peak Q = 90, so Q*(thr=1) = 40
+    # although the tail (Q ~ 600) also crosses 1: only the scan of [40, 90) finds it
+    assert IL.q_star(5e-4, threshold=1.0) == 40 == _brute_q_star(
+        lambda q: 1e-3 * q**2 * math.exp(-q / 45), 1.0)
+
+
+@pytest.mark.parametrize("d,Z,lb", [(None, 20, 0.1), (None, 6, 0.2), (1e8, 1, 0.5),
+                                    (1e6, 3, 0.3), (1e11, 1, 0.5)])
+def test_refined_bound_rises_before_q0_and_falls_after(d, Z, lb):
+    q0 = IL._decreasing_from(bound="refined", d=d, v=None, lb=lb, Z=Z, delta_orthogonal=False,
+                             q_max=10**9)
+    q = np.arange(40, 200_000)
+    b = IL.bound_refined(K=1, Q=q, d=5 * q if d is None else d, v=1 / (32 * np.sqrt(q)), lb=lb,
+                         Z=Z)
+    assert 41 < q0 < q[-1] and q0 - 1 <= q[np.argmax(b)] <= q0  # the real peak is in (q0-1, q0]
+    step, tol = np.diff(b), 1e-13 * b[1:] + 1e-300  # 1e-300: denormals have no relative precision
+    assert np.all(step[: q0 - 41] >= -tol[: q0 - 41]) and np.all(step[q0 - 40:] <= tol[q0 - 40:])
+
+
 def test_q_star_past_the_scan_limit_matches_vectorised_brute_force():
     # d = 1e14 puts the peak near Q = 6.6e5, beyond the 1e5-point scan: bisection must take over
     q = np.arange(40, 6_000_001, dtype=np.float64)
@@ -175,7 +195,9 @@ def test_probability_statement_is_vacuous_below_about_1_4e5():
     val = IL.probability_statement_upper_value(K=1, Q=Q)
     first = int(Q[np.argmax(val > 0)])
     assert 1e5 < first < 2e5 and np.all(val[: first - 1] <= 0) and np.all(val[first - 1:] > 0)
-    assert 1.35e5 < first < 1.5e5  # THEORY §1.4 says "~1.4e5"; measured first positive Q
+    # independently: root of Q^{3/4}/256 - log 8 - (9/4) log Q (single sign change past Q ~ 7000)
+    root = optimize.brentq(lambda q: q**0.75 / 256 - math.log(8) - 2.25 * math.log(q), 1e4, 1e6)
+    assert first == math.ceil(root) == 143469  # THEORY §1.4 says "~1.4e5": agrees
     assert IL.probability_statement_upper_value(K=10, Q=880) < 0
     note = IL.probability_statement_note()
     assert note is IL.PROBABILITY_NOTE and "NEVER a pass criterion" in note and "1.4e5" in note

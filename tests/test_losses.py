@@ -75,15 +75,15 @@ def test_debias_weight_is_minus_autodiff_derivative(base):
 
 
 @pytest.mark.parametrize("name", ["dpo", "cdpo", "rdpo", "ipo"])
-@pytest.mark.parametrize("z", [-3.0, -0.4, 0.0, 0.7, 5.0])
-def test_check_grads_on_smooth_losses(name, z):
+def test_check_grads_on_smooth_losses(name):
     value = L.get_loss(name).value
-    check_grads(lambda x: value(x, 0.2), (jnp.float64(z),), order=2, modes=("fwd", "rev"))
+    z = jnp.asarray([-3.0, -0.4, 0.0, 0.7, 5.0])
+    check_grads(lambda x: value(x, 0.2), (z,), order=2, modes=("fwd", "rev"))
 
 
 def test_check_grads_slic_away_from_kink():
-    check_grads(lambda x: L.slic(x), (jnp.float64(-0.5),), order=1, modes=("fwd", "rev"))
-    check_grads(lambda x: L.slic(x), (jnp.float64(2.5),), order=1, modes=("fwd", "rev"))
+    z = jnp.asarray([-0.5, 0.3, 2.5])  # SLiC's kink at z = 1 is skipped
+    check_grads(lambda x: L.slic(x), (z,), order=1, modes=("fwd", "rev"))
 
 
 # ---- flip identities (THEORY §2.2) ---------------------------------------------------------

@@ -68,7 +68,7 @@ def r_lower(t, *, K, beta, tau=1.0, delta_orthogonal=False):
         [IL] Theorem 4.2; Appendix C.
     """
     _positive("K", K), _positive("beta", beta), _positive("tau", tau)
-    return (beta**2 * _f64(t) / ((16.0 if delta_orthogonal else 9.0) * K * tau))[()]
+    return (beta**2 * _f64(t) / ((16.0 if delta_orthogonal else 8.0) * K * tau))[()]
 
 
 def r_upper(t, *, K, beta, tau=1.0):
