@@ -83,6 +83,12 @@ def suites() -> tuple[str, ...]:
     return tuple(sorted({c.suite for c in REGISTRY.values()}))
 
 
+def validate_suite(suite: str | None) -> None:
+    """Raises ValueError naming the field when `suite` is not a registered suite (None: all)."""
+    if suite is not None and suite not in suites():
+        raise ValueError(f"suite={suite!r} is not allowed: suite must be one of {suites()}")
+
+
 def _load():
     """Imports the modules that register checks (kept here so the CLI needs one import)."""
     import sims.checks_dynamics  # noqa: F401
@@ -92,9 +98,7 @@ def _load():
 def run_checks(suite: str | None = None, *, quick: bool = False, only: str | None = None,
                progress: Callable[[str], None] | None = None) -> list[CheckResult]:
     """Runs every registered check (of one suite, or whose id contains `only`)."""
-    _load()
-    if suite is not None and suite not in suites():
-        raise ValueError(f"suite={suite!r} is not allowed: suite must be one of {suites()}")
+    validate_suite(suite)
     results = []
     for check in REGISTRY.values():
         if (suite and check.suite != suite) or (only and only not in check.id):

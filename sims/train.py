@@ -167,9 +167,14 @@ def batched_simulation(data_spec: DataSpec, train: TrainSpec):
     return jax.jit(jax.vmap(make_margin_simulation(data_spec, train), in_axes=(0, None)))
 
 
+def seed_key(seed):
+    """The mixture key of one seed: fold_in(key(0), seed)."""
+    return jax.random.fold_in(jax.random.key(0), seed)
+
+
 def run_seeds(data_spec: DataSpec, train: TrainSpec, params: SimParams, seeds) -> Trajectory:
     """Trains one run per seed (keys fold_in(key(0), seed)); raises on a non-finite margin."""
-    keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(0), s))(jnp.asarray(seeds))
+    keys = jax.vmap(seed_key)(jnp.asarray(seeds))
     traj = batched_simulation(data_spec, train)(keys, params)
     check_finite(traj)
     return traj

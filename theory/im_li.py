@@ -26,12 +26,13 @@ _Q_MIN = 40  # Theorem 4.3 needs Q >= 40
 _SCAN_LIMIT = 100_000  # longest rising stretch q_star scans point by point
 
 
-def _positive(name, value):
-    if not np.all(np.asarray(value, dtype=np.float64) > 0):
-        raise ValueError(f"{name} must be > 0, got {value!r}")
+def _positive(**fields):
+    for name, value in fields.items():
+        if not np.all(np.asarray(value, dtype=np.float64) > 0):
+            raise ValueError(f"{name} must be > 0, got {value!r}")
 
 
-def _f64(x):
+def _f64(x):  # the closed forms are float64 numpy whatever the jax precision
     return np.asarray(x, dtype=np.float64)
 
 
@@ -39,17 +40,12 @@ def tau_1(*, K, beta, tau=1.0):
     """Time tau_1 = K tau log3 / (5 beta^2) at which Theorem 4.2 places every margin.
 
     Args:
-        K: number of values (concepts), > 0.
-        beta: DPO temperature, > 0.
-        tau: inverse learning rate of the gradient flow, > 0.
-
-    Returns:
-        tau_1 (float).
+        K: number of values (> 0). beta: DPO temperature (> 0). tau: inverse learning rate (> 0).
 
     References:
         [IL] Theorem 4.2.
     """
-    _positive("K", K), _positive("beta", beta), _positive("tau", tau)
+    _positive(K=K, beta=beta, tau=tau)
     return K * tau * LOG3 / (5.0 * beta**2)
 
 
@@ -57,17 +53,13 @@ def r_lower(t, *, K, beta, tau=1.0, delta_orthogonal=False):
     """Lower margin envelope r_L(t) = beta^2 t / (8 K tau) (/16 when delta_orthogonal).
 
     Args:
-        t: time(s), any shape.
-        K, beta, tau: as in `tau_1`.
-        delta_orthogonal: use the Appendix C (approximately orthogonal values) constant 1/16.
-
-    Returns:
-        r_L(t), same shape as t.
+        t: time(s), any shape; the result has the same shape. K, beta, tau: as in `tau_1`.
+        delta_orthogonal: use Appendix C's constant 1/16 (approximately orthogonal values).
 
     References:
         [IL] Theorem 4.2; Appendix C.
     """
-    _positive("K", K), _positive("beta", beta), _positive("tau", tau)
+    _positive(K=K, beta=beta, tau=tau)
     return (beta**2 * _f64(t) / ((16.0 if delta_orthogonal else 8.0) * K * tau))[()]
 
 
@@ -77,7 +69,7 @@ def r_upper(t, *, K, beta, tau=1.0):
     References:
         [IL] Theorem 4.2 (unchanged in Appendix C).
     """
-    _positive("K", K), _positive("beta", beta), _positive("tau", tau)
+    _positive(K=K, beta=beta, tau=tau)
     return (5.0 * beta**2 * _f64(t) / (K * tau))[()]
 
 
@@ -94,17 +86,16 @@ class Condition:
 def conditions(*, Q, d, v, lb, Z, delta=None, generalization=True, rtol=1e-12):
     """Check the hypotheses of Theorem 4.2 (and 4.3, and Appendix C when delta is given).
 
-    Upper-bound comparisons allow a relative rounding slack `rtol` so that the theorem's own
-    defaults (d = 5Q, v = 1/(32 sqrt Q)) count as satisfied however they were computed.
+    Upper-bound comparisons allow a relative slack `rtol` so that the theorem's own defaults
+    (d = 5Q, v = 1/(32 sqrt Q)) count as satisfied however they were rounded.
 
     Args:
-        Q: samples per cluster. d: feature dimension. v: cluster noise std. lb: shared
-        offset l_b. Z: most value pairs sharing one token.
-        delta: Appendix C orthogonality defect; None skips that condition.
+        Q: samples per cluster. d: dimension. v: cluster noise std. lb: shared offset l_b.
+        Z: most value pairs sharing one token. delta: Appendix C orthogonality defect (None: skip).
         generalization: add Theorem 4.3's extra condition Q >= 40.
 
     Returns:
-        list[Condition], in the order: Z, d, v, lb, [Q], [delta].
+        list[Condition] in the order Z, d, v, lb, [Q], [delta].
 
     References:
         [IL] Theorems 4.2, 4.3; Appendix C (eps = 1/(16 v (Z+2)), so eps v / 8 = 1/(128 (Z+2))).
@@ -222,11 +213,9 @@ def q_star(K, *, threshold=0.05, bound="simplified", d=None, v=None, lb=0.5, Z=1
     v the refined bound only rises (2 K Q^2 x a factor that does not fall), so Q* is 40 or None.
 
     Args:
-        K: number of values, > 0.
-        threshold: target risk, in (0, 1].
+        K: number of values (> 0). threshold: target risk in (0, 1]. q_max: largest Q searched.
         bound: "simplified" (main text) or "refined" (reconstructed, see `bound_refined`).
         d, v, lb, Z, delta_orthogonal: refined-bound parameters.
-        q_max: largest Q searched.
 
     Returns:
         int Q*, or None when no Q in [40, q_max] satisfies the bound.
@@ -239,7 +228,7 @@ def q_star(K, *, threshold=0.05, bound="simplified", d=None, v=None, lb=0.5, Z=1
         raise ValueError(f"bound must be one of {BOUNDS}, got {bound!r}")
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
-    _positive("K", K)
+    _positive(K=K)
     if bound == "simplified" and (d is not None or v is not None):
         raise ValueError(f"d and v apply only to bound='refined'; got d={d!r}, v={v!r}")
     if int(q_max) != q_max or q_max < _Q_MIN:
@@ -252,7 +241,7 @@ def q_star(K, *, threshold=0.05, bound="simplified", d=None, v=None, lb=0.5, Z=1
     qs = np.arange(_Q_MIN, min(q_max + 1 if q0 is None else q0, _Q_MIN + _SCAN_LIMIT))
     vals = _f64(_bound_at(qs, **kw))
     # the analysis above says this stretch is non-decreasing; check it up to rounding
-    assert np.all(np.diff(vals) >= -1e-12 * np.abs(vals[1:])), "bound not rising before its peak"
+    assert np.all(np.diff(vals) >= -1e-12 * vals[1:] - 1e-300), "bound not rising before its peak"
     hit = np.flatnonzero(vals < threshold)
     if hit.size:
         return int(qs[hit[0]])
@@ -272,8 +261,8 @@ PROBABILITY_NOTE = (
     "1 - 8 K Q^(9/4) exp(-min(c sqrt(Q)/5, Q^(3/4)/256)) for some constant c > 0'. c is never "
     "given, so the expression is NON-COMPUTABLE, and it does not follow from the appendix (a "
     "leftover of an earlier version). Even ignoring the c-term (which can only lower it), it is "
-    "<= 0 for Q below about 1.4e5 when K = 1, i.e. vacuous in every regime that is simulated. It "
-    "is reported for information only and is NEVER a pass criterion."
+    "<= 0 for every Q below about 1.4e5 when K = 1 (and later for larger K), e.g. at the "
+    "headline Q = 880, K = 10. It is reported for information only and is NEVER a pass criterion."
 )
 
 
@@ -296,7 +285,7 @@ def probability_statement_upper_value(*, K, Q):
 
 
 def _rate(t, K, beta, tau):
-    _positive("K", K), _positive("beta", beta), _positive("tau", tau)
+    _positive(K=K, beta=beta, tau=tau)
     t = _f64(t)
     if np.any(t < 0):
         raise ValueError(f"t must be >= 0, got {t!r}")
@@ -348,9 +337,8 @@ def ipo_linear_exact(C, t, *, N, beta, tau=1.0):
     """Exact IPO margins r(t) = (I - expm(-2 beta^2 C t/(N tau))) 1 of the linear system.
 
     Args:
-        C: (n, n) cross-term matrix of the training samples (`cross_terms`).
-        t: scalar time, or (T,) times.
-        N: number of training samples in the loss mean. beta, tau: as in `tau_1`.
+        C: (n, n) cross terms of the training samples (`cross_terms`). t: scalar or (T,) times.
+        N: number of samples in the loss mean. beta, tau: as in `tau_1`.
 
     Returns:
         (n,) margins for scalar t, (T, n) for a 1-D t.
@@ -358,8 +346,7 @@ def ipo_linear_exact(C, t, *, N, beta, tau=1.0):
     References:
         [IL] Lemma 4.1 with IPO weight 2(1 - r): tau dr/dt = (2 beta^2/N) C (1 - r).
     """
-    C = _f64(C)
-    t = _f64(t)
+    C, t = _f64(C), _f64(t)
     ones = np.ones(C.shape[0])
     rs = [ones - scipy.linalg.expm(-2.0 * beta**2 * C * s / (N * tau)) @ ones for s in t.ravel()]
     return np.stack(rs)[0] if t.ndim == 0 else np.stack(rs)
@@ -392,8 +379,7 @@ def multi_token_reward_velocity(W, g_star, y, contexts, tokens, weights, *, beta
     W_0 enters only through the margins r_i inside `weights`. Matches autodiff (tests).
 
     Args:
-        W: (V, d) current unembedding. g_star: (d,) query context.
-        y: int or int array of query tokens; None returns all V tokens.
+        W: (V, d) unembedding. g_star: (d,) query context. y: int (array) of tokens, None = all.
         contexts: (N, J, 2, d) teacher-forced states g(i, j, s), s = 0 chosen, 1 rejected.
         tokens: (N, J, 2) int response tokens y^{(j)}_{s,i}.
         weights: (N,) sigma(-r_i) (or -f'(r_i) for other GPO losses).

@@ -1,0 +1,113 @@
+"""The `dpolab` command line: a thin shell over library functions.
+
+  dpolab verify [--suite NAME] [--quick] [--out DIR] [--force] [--json]
+  dpolab bounds im-li [--K 1,2,4] [--Q 100] [--d ..] [--v ..] [--lb ..] [--Z ..] [--beta ..]
+                      [--tau ..] [--threshold ..] [--json | --csv]
+  dpolab bench [--suite NAME] [--quick] [--json]
+
+Bad input prints one line naming the field and exits with code 2; `verify` exits 1 iff a check
+fails (findings never fail a run).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+
+
+def _number_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a number or a comma list, got {text!r}") from err
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dpolab", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("verify", help="check the theory claim by claim")
+    v.add_argument("--suite", help="run one suite only (e.g. im-li)")
+    v.add_argument("--only", help="run only checks whose id contains this text")
+    v.add_argument("--quick", action="store_true", help="small configurations (about a minute)")
+    v.add_argument("--out", help="output directory (default results/verify/<timestamp>)")
+    v.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    v.add_argument("--json", action="store_true", help="print report.json instead of the table")
+
+    b = sub.add_parser("bounds", help="evaluate closed-form bounds (lists give one row per combination)")
+    b.add_argument("theory", choices=["im-li"])
+    for name in ("K", "Q", "d", "v", "lb", "Z", "beta", "tau", "threshold"):
+        b.add_argument(f"--{name}", type=_number_list)
+    fmt = b.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
+
+    c = sub.add_parser("bench", help="speed of the fast path against baselines and the memory floor")
+    c.add_argument("--suite", default="im-li")
+    c.add_argument("--quick", action="store_true")
+    c.add_argument("--json", action="store_true")
+    return p
+
+
+def _verify(args) -> int:
+    from dpolab.verify import run_verify, table
+
+    progress = None if args.json else (lambda cid: print(f"  running {cid} …", file=sys.stderr, flush=True))
+    results, out = run_verify(suite=args.suite, quick=args.quick, out=args.out, force=args.force,
+                              progress=progress, only=args.only)
+    if args.json:
+        print((out / "report.json").read_text(encoding="utf-8"))
+    else:
+        print(table(results))
+        print(f"report: {out / 'report.md'}")
+    return 1 if any(r.verdict == "fail" for r in results) else 0
+
+
+def _flatten(row: dict) -> dict:
+    flat = {k: v for k, v in row.items() if k != "conditions"}
+    flat.update({f"condition: {k}": v for k, v in row["conditions"].items()})
+    return flat
+
+
+def _bounds(args) -> int:
+    from theory.calculator import IM_LI_DEFAULTS, im_li_grid
+
+    given = {k: getattr(args, k) for k in IM_LI_DEFAULTS if getattr(args, k) is not None}
+    rows = im_li_grid(**given)
+    if args.json:
+        print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=1))
+        return 0
+    flat = [_flatten(r) for r in rows]
+    if args.csv:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(flat[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(flat)
+        print(buf.getvalue(), end="")
+        return 0
+    for row in flat:
+        print("\n".join(f"{k:>32}: {v}" for k, v in row.items()) + "\n")
+    return 0
+
+
+def _bench(args) -> int:
+    from bench.harness import format_table, run_suite
+
+    result = run_suite(args.suite, quick=args.quick)
+    print(json.dumps(result, indent=1, default=float) if args.json else format_table(result))
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"verify": _verify, "bounds": _bounds, "bench": _bench}[args.command](args)
+    except ValueError as err:
+        print(f"dpolab {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""`dpolab verify`: run the check registry, store results, write the report and figures."""
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+VERDICT_MARK = {"pass": "PASS", "fail": "FAIL", "finding": "FINDING"}
+
+
+def prepare_out(out: Path, force: bool) -> Path:
+    """Creates `out`; refuses a non-empty existing directory unless `force`."""
+    if out.exists() and any(out.iterdir()) and not force:
+        raise ValueError(f"out={str(out)!r} is not allowed: the directory exists and is not empty "
+                         "(pass --force to overwrite it, or choose another --out)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def default_out() -> Path:
+    return Path("results") / "verify" / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def environment() -> dict:
+    """Package versions, JAX backend and precision, git commit: the manifest of a run."""
+    import jax
+
+    versions = {}
+    for name in ("dpolab", "jax", "jaxlib", "optax", "numpy", "scipy", "matplotlib"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"versions": versions, "jax_backend": jax.default_backend(),
+            "precision": "float64" if jax.config.jax_enable_x64 else "float32",
+            "git_commit": commit, "python": platform.python_version()}
+
+
+def _short(value, width=60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=float)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def table(results) -> str:
+    """A plain-text table: verdict, check id, measured, predicted."""
+    lines = [f"{'verdict':8} {'check':34} {'measured':62} predicted"]
+    for r in results:
+        lines.append(f"{VERDICT_MARK[r.verdict]:8} {r.id:34} {_short(r.measured):62} "
+                     f"{_short(r.predicted, 50)}")
+    counts = {v: sum(r.verdict == v for r in results) for v in VERDICT_MARK}
+    lines.append(f"{counts['pass']} passed, {counts['fail']} failed, {counts['finding']} findings")
+    return "\n".join(lines)
+
+
+def markdown(results, meta) -> str:
+    """report.md: one section per check with claim, prediction, measurement, tolerance, verdict."""
+    out = ["# dpolab verify report", "",
+           f"Mode: {'quick' if meta['quick'] else 'full'}; suite: {meta['suite'] or 'all'}; "
+           f"precision {meta['precision']}; JAX backend {meta['jax_backend']}; "
+           f"git {meta['git_commit']}; {meta['wall_s']:.1f} s.", "",
+           "| verdict | check | reference |", "|---|---|---|"]
+    out += [f"| {VERDICT_MARK[r.verdict]} | `{r.id}` | {r.reference} |" for r in results]
+    for r in results:
+        out += ["", f"## {r.id} — {VERDICT_MARK[r.verdict]}", "",
+                f"- **Claim** ({r.reference}): {r.claim}",
+                f"- **Predicted:** `{json.dumps(r.predicted, default=float, ensure_ascii=False)}`",
+                f"- **Measured:** `{json.dumps(r.measured, default=float, ensure_ascii=False)}`"]
+        if r.ci is not None:
+            out.append(f"- **95% CI:** {r.ci}")
+        out += [f"- **Tolerance:** `{json.dumps(r.tolerance, default=float, ensure_ascii=False)}` — {r.why}",
+                f"- Time: {r.seconds:.1f} s"]
+    figs = sorted(Path(meta["out"], "figures").glob("*.png"))
+    if figs:
+        out += ["", "## Figures", ""] + [f"![{f.stem}](figures/{f.name})" for f in figs]
+    return "\n".join(out) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_verify(*, suite=None, quick=False, out=None, force=False, progress=None, only=None):
+    """Runs the checks and writes report.json, report.md, results/*.npz and figures/ to `out`.
+
+    Returns:
+      (results, out_path).
+    """
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from figures.im_li import make_all
+    from sims.registry import run_checks, validate_suite
+
+    validate_suite(suite)
+    out = prepare_out(Path(out) if out else default_out(), force)
+    start = time.perf_counter()
+    results = run_checks(suite, quick=quick, progress=progress, only=only)
+    (out / "results").mkdir(exist_ok=True)
+    for r in results:
+        if r.artifacts:
+            np.savez(out / "results" / (r.id.replace("/", "__") + ".npz"),
+                     **{k: np.asarray(v) for k, v in r.artifacts.items()})
+    make_all(out / "results", out / "figures")
+    meta = dict(environment(), suite=suite, quick=quick, out=str(out),
+                wall_s=time.perf_counter() - start)
+    report = {"meta": meta, "checks": [r.as_json() for r in results]}
+    write_atomic(out / "report.json", json.dumps(report, indent=1, default=float, ensure_ascii=False))
+    write_atomic(out / "report.md", markdown(results, meta))
+    return results, out

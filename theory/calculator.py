@@ -1,0 +1,62 @@
+"""The Im & Li bound calculator behind `dpolab bounds im-li`: every closed form at one point."""
+from __future__ import annotations
+
+import itertools
+
+from theory import im_li
+
+#: Parameters of `im_li_summary` with their defaults (None: the theorem's default d = 5Q,
+#: v = 1/(32√Q), also inside the Q* search).
+IM_LI_DEFAULTS = dict(K=10, Q=100, d=None, v=None, lb=0.5, Z=1, beta=1.0, tau=1.0, threshold=0.05)
+_INTS = ("K", "Q", "d", "Z")
+
+
+def im_li_summary(*, K, Q, d=None, v=None, lb=0.5, Z=1, beta=1.0, tau=1.0, threshold=0.05) -> dict:
+    """τ_1, the Theorem 4.2 envelope at τ_1, both Theorem 4.3 bounds, Q* and the conditions.
+
+    Args:
+      K, Q, d, v, lb, Z: the data model (THEORY §1.3); d, v default to 5Q and 1/(32√Q).
+      beta, tau: DPO temperature and inverse learning rate. threshold: the risk level for Q*.
+    Returns:
+      dict with keys K, Q, d, v, lb, Z, beta, tau, threshold, tau_1, r_lower_at_tau_1,
+      r_upper_at_tau_1, bound_simplified, bound_refined, q_star_simplified, q_star_refined,
+      conditions (name → bool).
+    """
+    d_val = im_li.default_d(Q) if d is None else d
+    v_val = float(im_li.default_v(Q)) if v is None else v
+    t1 = im_li.tau_1(K=K, beta=beta, tau=tau)
+    return dict(
+        K=K, Q=Q, d=d_val, v=v_val, lb=lb, Z=Z, beta=beta, tau=tau, threshold=threshold,
+        tau_1=t1,
+        r_lower_at_tau_1=float(im_li.r_lower(t1, K=K, beta=beta, tau=tau)),
+        r_upper_at_tau_1=float(im_li.r_upper(t1, K=K, beta=beta, tau=tau)),
+        bound_simplified=float(im_li.bound_simplified(K=K, Q=Q)),
+        bound_refined=float(im_li.bound_refined(K=K, Q=Q, d=d_val, v=v_val, lb=lb, Z=Z)),
+        q_star_simplified=im_li.q_star(K, threshold=threshold),
+        q_star_refined=im_li.q_star(K, threshold=threshold, bound="refined", d=d, v=v, lb=lb, Z=Z),
+        conditions={c.name: c.holds for c in im_li.conditions(Q=Q, d=d_val, v=v_val, lb=lb, Z=Z)},
+    )
+
+
+def im_li_grid(**lists) -> list[dict]:
+    """`im_li_summary` for every combination of the given value lists (one row each)."""
+    unknown = set(lists) - set(IM_LI_DEFAULTS)
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ValueError(f"{name} is not a parameter of the Im & Li bounds: allowed are "
+                         f"{tuple(IM_LI_DEFAULTS)}")
+    axes = {k: lists.get(k, [IM_LI_DEFAULTS[k]]) for k in IM_LI_DEFAULTS}
+    for name in _INTS:
+        for value in axes[name]:
+            if value is not None and (value != int(value) or value < 1):
+                raise ValueError(f"{name}={value!r} is not allowed: {name} must be an integer >= 1")
+    for name in ("lb", "beta", "tau", "threshold", "v"):
+        for value in axes[name]:
+            if value is not None and not value >= 0:
+                raise ValueError(f"{name}={value!r} is not allowed: {name} must be >= 0")
+    rows = []
+    for combo in itertools.product(*axes.values()):
+        kw = dict(zip(axes, combo))
+        kw.update({k: int(kw[k]) for k in _INTS if kw[k] is not None})
+        rows.append(im_li_summary(**kw))
+    return rows
