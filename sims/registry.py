@@ -85,6 +85,7 @@ def suites() -> tuple[str, ...]:
 
 def validate_suite(suite: str | None) -> None:
     """Raises ValueError naming the field when `suite` is not a registered suite (None: all)."""
+    _load()
     if suite is not None and suite not in suites():
         raise ValueError(f"suite={suite!r} is not allowed: suite must be one of {suites()}")
 

@@ -274,32 +274,15 @@ def test_cross_terms_token_factors():
 # ---- multi-token velocity vs autodiff -----------------------------------------------------------
 
 def test_multi_token_reward_velocity_matches_autodiff():
-    V, d, N, J, beta, tau = 7, 4, 3, 2, 0.7, 1.7
-    k = jax.random.split(jax.random.key(0), 5)
-    W0 = jax.random.normal(k[0], (V, d))
-    W = W0 + 0.5 * jax.random.normal(k[1], (V, d))
-    ctx = jax.random.normal(k[2], (N, J, 2, d))
-    tok = jax.random.randint(k[3], (N, J, 2), 0, V)
-    tok = tok.at[0, 1].set(jnp.array([2, 2])).at[1, 0, 0].set(3).at[2, 1, 1].set(3)  # collisions
-    g_star = jax.random.normal(k[4], (d,))
+    """The formula against jax.grad + jvp of the multi-token DPO loss (sims.multi_token)."""
+    from sims.multi_token import autodiff_reward_velocity, random_problem
 
-    def logp(Wm, g, y):
-        return jax.nn.log_softmax(Wm @ g)[y]
-
-    def margins(Wm):
-        tr = beta * (jax.vmap(jax.vmap(jax.vmap(logp, (None, 0, 0)), (None, 0, 0)), (None, 0, 0))(
-            Wm, ctx, tok) - jax.vmap(jax.vmap(jax.vmap(logp, (None, 0, 0)), (None, 0, 0)),
-                                     (None, 0, 0))(W0, ctx, tok))  # (N, J, 2) token rewards
-        return tr[..., 0].sum(-1) - tr[..., 1].sum(-1)
-
-    loss = lambda Wm: jnp.mean(jax.nn.softplus(-margins(Wm)))  # noqa: E731
-    dW_dt = -jax.grad(loss)(W) / tau
-    weights = jax.nn.sigmoid(-margins(W))
-    formula = IL.multi_token_reward_velocity(W, g_star, None, ctx, tok, weights, beta=beta) / tau
-    for y in range(V):
-        _, ad = jax.jvp(lambda Wm: beta * (logp(Wm, g_star, y) - logp(W0, g_star, y)), (W,),
-                        (dW_dt,))
-        assert float(formula[y]) == pytest.approx(float(ad), rel=1e-12, abs=1e-14), y
-        assert float(IL.multi_token_reward_velocity(W, g_star, y, ctx, tok, weights, beta=beta)) \
-            == float(formula[y] * tau)
+    problem = random_problem(jax.random.key(0), beta=0.7, tau=1.7)
+    formula = IL.multi_token_reward_velocity(**problem.formula_args())
+    auto = autodiff_reward_velocity(problem)
+    np.testing.assert_allclose(np.asarray(formula), np.asarray(auto), rtol=1e-12, atol=1e-14)
     assert float(jnp.max(jnp.abs(formula))) > 1e-3  # the check is not vacuous
+    args = problem.formula_args()
+    for y in range(problem.w.shape[0]):
+        args["y"] = y
+        assert float(IL.multi_token_reward_velocity(**args)) == float(formula[y])

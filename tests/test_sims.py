@@ -1,0 +1,127 @@
+"""Data generator, fast trainer and Monte-Carlo risk: invariants, golden values, bad input."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sims.config import DataSpec, TrainSpec, make_params, theorem_regime
+from sims.data import concept_vectors, sample_dataset
+from sims.risk import clopper_pearson
+from sims.train import check_finite, make_trainer, run_seeds
+
+
+def _tiny():
+    spec = DataSpec(K=2, Q=3, d=5, n_test=2, vocab=6)
+    params = make_params(beta=0.9, eta=0.4, v=0.3, ref_scale=0.7)
+    key = jax.random.key(11)
+    return spec, params, sample_dataset(key, spec, params, 0), sample_dataset(key, spec, params, 1)
+
+
+def test_one_gd_step_golden_in_plain_numpy():
+    """Margins after two GD steps, recomputed with an explicit per-sample numpy loop."""
+    spec, params, train, test = _tiny()
+    traj = jax.jit(make_trainer(TrainSpec(steps=2), spec.n_pairs))(train, test, params)
+    g, yw, yl = np.asarray(train.g), np.asarray(train.chosen), np.asarray(train.rejected)
+    beta, eta, n = 0.9, 0.4, g.shape[0]
+    dw = np.zeros((4, 5))
+    for _ in range(2):
+        r = [beta * (dw[yw[i]] - dw[yl[i]]) @ g[i] for i in range(n)]
+        grad = np.zeros_like(dw)
+        for i in range(n):
+            w = 1 / (1 + math.exp(r[i]))
+            grad[yw[i]] -= beta / n * w * g[i]
+            grad[yl[i]] += beta / n * w * g[i]
+        dw -= eta * grad
+    expected = np.array([beta * (dw[yw[i]] - dw[yl[i]]) @ g[i] for i in range(n)])
+    np.testing.assert_allclose(np.asarray(traj.margins[-1]), expected, rtol=0, atol=1e-13)
+    assert np.all(np.asarray(traj.margins[0]) == 0.0)  # margins start at 0
+
+
+def test_seeds_vmap_equals_single_runs_and_is_deterministic():
+    spec, train, params = theorem_regime(K=2, Q=6, steps=5)
+    both = run_seeds(spec, train, params, [3, 4])
+    one = run_seeds(spec, train, params, [4])
+    np.testing.assert_array_equal(np.asarray(both.margins[1]), np.asarray(one.margins[0]))
+    again = run_seeds(spec, train, params, [3, 4])
+    np.testing.assert_array_equal(np.asarray(both.margins), np.asarray(again.margins))
+    assert not np.array_equal(np.asarray(both.margins[0]), np.asarray(both.margins[1]))
+
+
+def test_cluster_means_and_concepts():
+    spec = DataSpec(K=3, Q=4000, d=6, n_test=1)
+    params = make_params(beta=1.0, eta=0.1, v=0.2, lb=0.4)
+    data = sample_dataset(jax.random.key(0), spec, params)
+    g, value, sign = map(np.asarray, (data.g, data.value, data.sign))
+    for k in range(3):
+        for s in (1, -1):
+            rows = g[(value == k) & (sign == s)]
+            mean = np.zeros(6)
+            mean[0], mean[k + 1] = 0.4, s
+            se = 0.2 / math.sqrt(len(rows))
+            assert np.max(np.abs(rows.mean(0) - mean)) < 5 * se
+            assert abs(rows.std(0, ddof=1).mean() - 0.2) < 0.01
+    c = np.asarray(concept_vectors(jax.random.key(1), DataSpec(K=3, d=8), 0.5))
+    np.testing.assert_allclose(np.linalg.norm(c, axis=1), 1.0, atol=1e-14)
+    np.testing.assert_allclose(np.diag(c[:, 1:4]), 1 - 0.5**2 / 8, atol=1e-14)
+    assert np.all(c[:, 0] == 0.0)
+
+
+@pytest.mark.parametrize("tokens, Z, pairs, z_eff", [("distinct", 1, 5, 1), ("yes_no", 1, 1, 5),
+                                                       ("shared", 2, 3, 2)])
+def test_token_modes(tokens, Z, pairs, z_eff):
+    spec = DataSpec(K=5, Q=2, d=8, tokens=tokens, Z=Z)
+    assert spec.n_pairs == pairs and spec.z_effective == z_eff
+    data = sample_dataset(jax.random.key(0), spec, make_params(beta=1.0, eta=0.1, v=0.1))
+    assert data.ref_logits.shape == (20, 2 * pairs)
+    assert int(jnp.max(data.pair)) == pairs - 1
+
+
+def test_unbalanced_q():
+    spec = DataSpec(K=3, Q=(5, 1, 2), d=6)
+    data = sample_dataset(jax.random.key(0), spec, make_params(beta=1.0, eta=0.1, v=0.1))
+    assert spec.n_train == 16 and np.bincount(np.asarray(data.value)).tolist() == [10, 2, 4]
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(K=0), "K"), (dict(Q=0), "Q"), (dict(K=4, d=4), "d"), (dict(Q=(1, 2)), "Q"),
+    (dict(tokens="many"), "tokens"), (dict(K=40, vocab=64), "vocab"),
+])
+def test_bad_data_spec_names_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=rf"^{field}="):
+        DataSpec(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(loss="dpo2"), "loss"), (dict(optimizer="sgd"), "optimizer"), (dict(steps=-1), "steps"),
+    (dict(steps=10, stride=3), "stride"),
+])
+def test_bad_train_spec_names_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=rf"^{field}="):
+        TrainSpec(**kwargs)
+
+
+@pytest.mark.parametrize("field, value", [("beta", 0.0), ("v", -0.1), ("lb", -1.0), ("eta", np.nan),
+                                          ("eps", 0.5), ("delta", 2.0)])
+def test_bad_params_name_the_field(field, value):
+    kwargs = dict(beta=1.0, eta=0.1, v=0.1)
+    kwargs[field] = value
+    with pytest.raises(ValueError, match=rf"^{field}="):
+        make_params(**kwargs)
+
+
+def test_non_finite_margin_names_step_and_sample():
+    spec = DataSpec(K=2, Q=3, d=5, n_test=1)
+    with pytest.raises(FloatingPointError, match=r"step \d+, sample \d+"):
+        run_seeds(spec, TrainSpec(loss="ipo", steps=30, stride=3),
+                  make_params(beta=1.0, eta=1e30, v=0.1), [0])
+    fine = run_seeds(spec, TrainSpec(steps=6, stride=3), make_params(beta=1.0, eta=0.1, v=0.1), [0])
+    check_finite(fine)  # does not raise
+
+
+def test_clopper_pearson_golden():
+    lo, hi = clopper_pearson(0, 1000)
+    assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** (1 / 1000), rel=1e-12)
+    lo, hi = clopper_pearson(5, 10)
+    assert lo == pytest.approx(0.18708602, abs=1e-8) and hi == pytest.approx(0.81291398, abs=1e-8)

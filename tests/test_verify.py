@@ -1,0 +1,103 @@
+"""`dpolab verify --quick` end to end, the CLI's error handling, and checks that can fail."""
+import json
+
+import numpy as np
+import pytest
+
+import theory.im_li as IL
+from dpolab.cli import main
+from sims import checks_dynamics, checks_generalization
+
+
+def test_verify_quick_end_to_end(tmp_path, capsys):
+    out = tmp_path / "v"
+    assert main(["verify", "--quick", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    verdicts = {c["id"]: c["verdict"] for c in report["checks"]}
+    assert len(verdicts) >= 20 and "fail" not in verdicts.values()
+    assert verdicts["im-li/probability-statement"] == "finding"
+    assert report["meta"]["precision"] == "float64"
+    assert (out / "report.md").read_text().count("## im-li/") == len(verdicts)
+    for name in ("im-li__thm4.2-sandwich.npz", "im-li__q-star-table.npz"):
+        assert (out / "results" / name).exists()
+    assert list((out / "figures").glob("*.png"))
+    q = np.load(out / "results" / "im-li__q-star-table.npz")
+    assert int(q["q_star_simplified"][list(q["K"]).index(10)]) == 880
+    assert "passed" in capsys.readouterr().out
+    # an existing result directory is never overwritten silently
+    assert main(["verify", "--quick", "--only", "q-star", "--out", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(capsys, tmp_path):
+    assert main(["bounds", "im-li", "--K", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "K=0" in err
+    assert main(["verify", "--suite", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert "suite" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # rejected before any work
+
+
+def test_bounds_json_keys_and_defaults(capsys):
+    assert main(["bounds", "im-li", "--K", "10", "--Q", "880", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["q_star_simplified"] == 880 and row["d"] == 4400
+    assert row["v"] == pytest.approx(1 / (32 * 880**0.5), rel=1e-15)
+    assert set(row) >= {"K", "Q", "d", "v", "lb", "Z", "beta", "tau", "threshold", "tau_1",
+                        "r_lower_at_tau_1", "r_upper_at_tau_1", "bound_simplified", "bound_refined",
+                        "q_star_simplified", "q_star_refined", "conditions"}
+    assert all(row["conditions"].values())
+    assert main(["bounds", "im-li", "--K", "1,2", "--Q", "50,100", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 4
+    assert main(["bounds", "im-li", "--K", "1", "--csv"]) == 0
+    assert capsys.readouterr().out.startswith("K,Q,d,v,")
+
+
+# Each check below must go red when the formula it guards is broken.
+
+def test_sandwich_fails_when_upper_envelope_is_wrong(monkeypatch):
+    monkeypatch.setattr(IL, "r_upper", lambda t, **kw: 0.1 * np.asarray(t))
+    assert checks_dynamics.sandwich(True).verdict == "fail"
+
+
+def test_closed_form_check_fails_when_closed_form_is_wrong(monkeypatch):
+    real = IL.dpo_noise_free
+    monkeypatch.setattr(IL, "dpo_noise_free", lambda t, **kw: real(t, **kw) * (1 + 1e-3))
+    assert checks_dynamics.noise_free_closed_form(True).verdict == "fail"
+
+
+def test_recursion_check_fails_when_cross_terms_are_wrong(monkeypatch):
+    import sims.reference as ref
+
+    real = ref.cross_terms
+    monkeypatch.setattr(ref, "cross_terms", lambda *a: real(*a) * (1 + 1e-6))
+    assert checks_dynamics.recursion_exact(True).verdict == "fail"
+
+
+def test_risk_check_fails_when_risk_is_measured_with_the_wrong_sign(monkeypatch):
+    import sims.risk
+
+    real = sims.risk.reward_margins
+    monkeypatch.setattr(sims.risk, "reward_margins", lambda *a: -real(*a))
+    sims.risk._error_counter.cache_clear()
+    try:
+        result = checks_generalization.theorem_43_risk(True)
+    finally:
+        sims.risk._error_counter.cache_clear()
+    assert result.verdict == "fail"
+    assert "violated" in str(result.measured)
+
+
+def test_bound_status_logic():
+    from sims.checks_generalization import bound_status
+
+    assert bound_status(0.0, 3e-5, 1e-3, 120_000) == "certified"
+    assert bound_status(0.01, 0.02, 1e-3, 120_000) == "violated"
+    assert bound_status(0.0, 3.07e-5, 1e-50, 120_000) == "below resolution"
+    assert bound_status(0.0, 2e-4, 1e-4, 120_000) == "not certified"
+
+
+def test_multi_token_check_fails_with_the_sign_flipped(monkeypatch):
+    real = IL.multi_token_reward_velocity
+    monkeypatch.setattr(IL, "multi_token_reward_velocity", lambda *a, **kw: -real(*a, **kw))
+    assert checks_dynamics.multi_token(True).verdict == "fail"
