@@ -1,6 +1,6 @@
 """The `dpolab` command line: a thin shell over library functions.
 
-  dpolab verify [--suite NAME] [--quick] [--out DIR] [--force] [--json]
+  dpolab verify [--suite NAME] [--quick] [--only TEXT] [--out DIR] [--force | --resume] [--json]
   dpolab bounds im-li [--K 1,2,4] [--Q 100] [--d ..] [--v ..] [--lb ..] [--Z ..] [--beta ..]
                       [--tau ..] [--threshold ..] [--json | --csv]
   dpolab bench [--suite NAME] [--quick] [--json]
@@ -30,10 +30,13 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="check the theory claim by claim")
     v.add_argument("--suite", help="run one suite only (e.g. im-li)")
-    v.add_argument("--only", help="run only checks whose id contains this text")
+    v.add_argument("--only", help="run only checks whose id contains one of these comma-separated texts")
     v.add_argument("--quick", action="store_true", help="small configurations (about a minute)")
     v.add_argument("--out", help="output directory (default results/verify/<timestamp>)")
-    v.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    again = v.add_mutually_exclusive_group()
+    again.add_argument("--force", action="store_true", help="replace an earlier verify run in --out")
+    again.add_argument("--resume", action="store_true",
+                   help="finish an interrupted run in --out, rerunning only unfinished checks")
     v.add_argument("--json", action="store_true", help="print report.json instead of the table")
 
     b = sub.add_parser("bounds", help="evaluate closed-form bounds (lists give one row per combination)")
@@ -56,7 +59,7 @@ def _verify(args) -> int:
 
     progress = None if args.json else (lambda cid: print(f"  running {cid} …", file=sys.stderr, flush=True))
     results, out = run_verify(suite=args.suite, quick=args.quick, out=args.out, force=args.force,
-                              progress=progress, only=args.only)
+                              resume=args.resume, progress=progress, only=args.only)
     if args.json:
         print((out / "report.json").read_text(encoding="utf-8"))
     else:

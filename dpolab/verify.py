@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -15,13 +16,69 @@ import numpy as np
 VERDICT_MARK = {"pass": "PASS", "fail": "FAIL", "finding": "FINDING"}
 
 
-def prepare_out(out: Path, force: bool) -> Path:
-    """Creates `out`; refuses a non-empty existing directory unless `force`."""
-    if out.exists() and any(out.iterdir()) and not force:
-        raise ValueError(f"out={str(out)!r} is not allowed: the directory exists and is not empty "
-                         "(pass --force to overwrite it, or choose another --out)")
-    out.mkdir(parents=True, exist_ok=True)
+def prepare_out(out: Path, *, force: bool, resume: bool) -> Path:
+    """Creates `out`; refuses a non-empty existing directory unless `force` or `resume`."""
+    if out.exists() and any(out.iterdir()):
+        if force and not _mode_file(out).exists():
+            raise ValueError(f"out={str(out)!r} is not allowed with --force: it is not a dpolab "
+                             "verify directory, and --force only replaces those")
+        if force:
+            shutil.rmtree(out)
+        elif not resume:
+            raise ValueError(f"out={str(out)!r} is not allowed: the directory exists and is not "
+                             "empty (pass --resume to finish an interrupted run, --force to "
+                             "overwrite it, or choose another --out)")
+    elif resume:
+        raise ValueError(f"out={str(out)!r} is not allowed with --resume: nothing to resume there")
+    (out / "checks").mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _stem(check_id: str) -> str:
+    return check_id.replace("/", "__")
+
+
+def _mode_file(out: Path) -> Path:
+    return out / "checks" / "mode.json"
+
+
+class CheckStore:
+    """Each finished check is written at once (JSON + npz, atomically) so that an interrupted run
+    resumes where it stopped; results of another mode (quick vs full) are never mixed in."""
+
+    def __init__(self, out: Path, *, quick: bool):
+        self.dir = out / "checks"
+        mode = {"quick": quick}
+        if _mode_file(out).exists() and json.loads(_mode_file(out).read_text()) != mode:
+            raise ValueError(f"quick={quick} is not allowed with --resume here: {out} holds a run "
+                             f"with {json.loads(_mode_file(out).read_text())}")
+        write_atomic(_mode_file(out), json.dumps(mode))
+
+    def load(self, check_id):
+        from sims.registry import CheckResult
+
+        path = self.dir / (_stem(check_id) + ".json")
+        if not path.exists():
+            return None
+        results = []
+        for item in json.loads(path.read_text(encoding="utf-8")):
+            item.pop("artifacts")
+            res = CheckResult(**item)
+            arrays = self.dir / (_stem(res.id) + ".npz")
+            if arrays.exists():
+                with np.load(arrays) as data:
+                    res.artifacts = {k: data[k] for k in data.files}
+            results.append(res)
+        return results
+
+    def save(self, check_id, results):
+        for r in results:
+            if r.artifacts:
+                tmp = self.dir / (_stem(r.id) + ".tmp.npz")
+                np.savez(tmp, **{k: np.asarray(v) for k, v in r.artifacts.items()})
+                os.replace(tmp, self.dir / (_stem(r.id) + ".npz"))
+        write_atomic(self.dir / (_stem(check_id) + ".json"),
+                     json.dumps([r.as_json() for r in results], default=float, ensure_ascii=False))
 
 
 def default_out() -> Path:
@@ -93,7 +150,8 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def run_verify(*, suite=None, quick=False, out=None, force=False, progress=None, only=None):
+def run_verify(*, suite=None, quick=False, out=None, force=False, resume=False, progress=None,
+               only=None):
     """Runs the checks and writes report.json, report.md, results/*.npz and figures/ to `out`.
 
     Returns:
@@ -106,14 +164,15 @@ def run_verify(*, suite=None, quick=False, out=None, force=False, progress=None,
     from sims.registry import run_checks, validate_suite
 
     validate_suite(suite)
-    out = prepare_out(Path(out) if out else default_out(), force)
+    out = prepare_out(Path(out) if out else default_out(), force=force, resume=resume)
+    store = CheckStore(out, quick=quick)
     start = time.perf_counter()
-    results = run_checks(suite, quick=quick, progress=progress, only=only)
+    results = run_checks(suite, quick=quick, progress=progress, only=only, stored=store.load,
+                         on_done=store.save)
     (out / "results").mkdir(exist_ok=True)
     for r in results:
         if r.artifacts:
-            np.savez(out / "results" / (r.id.replace("/", "__") + ".npz"),
-                     **{k: np.asarray(v) for k, v in r.artifacts.items()})
+            shutil.copyfile(store.dir / (_stem(r.id) + ".npz"), out / "results" / (_stem(r.id) + ".npz"))
     make_all(out / "results", out / "figures")
     meta = dict(environment(), suite=suite, quick=quick, out=str(out),
                 wall_s=time.perf_counter() - start)

@@ -97,19 +97,32 @@ def _load():
 
 
 def run_checks(suite: str | None = None, *, quick: bool = False, only: str | None = None,
-               progress: Callable[[str], None] | None = None) -> list[CheckResult]:
-    """Runs every registered check (of one suite, or whose id contains `only`)."""
+               progress: Callable[[str], None] | None = None,
+               stored: Callable[[str], "list[CheckResult] | None"] | None = None,
+               on_done: Callable[[str, list], None] | None = None) -> list[CheckResult]:
+    """Runs every registered check (of one suite, or whose id contains one of the comma-separated
+    texts in `only`).
+
+    Args:
+      stored: returns the results of a check completed by an earlier, interrupted run (or None);
+        such checks are not run again.
+      on_done: called with (check id, results) as soon as each check finishes.
+    """
     validate_suite(suite)
     results = []
     for check in REGISTRY.values():
-        if (suite and check.suite != suite) or (only and only not in check.id):
+        if (suite and check.suite != suite) or (only and not any(o in check.id for o in only.split(","))):
             continue
-        if progress:
-            progress(check.id)
-        start = time.perf_counter()
-        out = check.fn(quick)
-        elapsed = time.perf_counter() - start
-        for res in out if isinstance(out, list) else [out]:
-            res.seconds = elapsed
-            results.append(res)
+        done = stored(check.id) if stored else None
+        if done is None:
+            if progress:
+                progress(check.id)
+            start = time.perf_counter()
+            out = check.fn(quick)
+            done = out if isinstance(out, list) else [out]
+            for res in done:
+                res.seconds = time.perf_counter() - start
+            if on_done:
+                on_done(check.id, done)
+        results.extend(done)
     return results

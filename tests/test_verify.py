@@ -101,3 +101,43 @@ def test_multi_token_check_fails_with_the_sign_flipped(monkeypatch):
     real = IL.multi_token_reward_velocity
     monkeypatch.setattr(IL, "multi_token_reward_velocity", lambda *a, **kw: -real(*a, **kw))
     assert checks_dynamics.multi_token(True).verdict == "fail"
+
+
+def test_interrupted_verify_resumes_without_rerunning(tmp_path, monkeypatch):
+    from sims import registry
+
+    out, calls = tmp_path / "v", []
+    first, last = "im-li/q-star-table", "im-li/probability-statement"  # registry order
+    real = registry.REGISTRY[last]
+
+    def interrupted(quick):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(registry.REGISTRY, last, registry.Check(last, "im-li", interrupted))
+    with pytest.raises(KeyboardInterrupt):
+        main(["verify", "--quick", "--only", "q-star,probability", "--out", str(out)])
+    done = sorted(p.name for p in (out / "checks").glob("im-li*"))
+    assert done == ["im-li__q-star-table.json", "im-li__q-star-table.npz"]
+
+    def counted(quick):
+        calls.append(1)
+        return real.fn(quick)
+
+    monkeypatch.setitem(registry.REGISTRY, last, registry.Check(last, "im-li", counted))
+    monkeypatch.setitem(registry.REGISTRY, first, registry.Check(
+        first, "im-li", lambda quick: pytest.fail("a finished check was run again")))
+    assert main(["verify", "--quick", "--only", "q-star,probability", "--out", str(out),
+                 "--resume"]) == 0
+    assert calls == [1]
+    report = json.loads((out / "report.json").read_text())
+    assert [c["id"] for c in report["checks"]] == [first, last]
+    q = np.load(out / "results" / "im-li__q-star-table.npz")
+    assert int(q["q_star_simplified"][list(q["K"]).index(10)]) == 880
+    # a full run never resumes from quick results
+    assert main(["verify", "--out", str(out), "--resume", "--only", "q-star"]) == 2
+
+
+def test_force_refuses_a_directory_that_is_not_a_verify_run(tmp_path):
+    (tmp_path / "mine.txt").write_text("precious")
+    assert main(["verify", "--quick", "--only", "q-star", "--out", str(tmp_path), "--force"]) == 2
+    assert (tmp_path / "mine.txt").read_text() == "precious"
