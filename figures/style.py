@@ -1,0 +1,154 @@
+"""The one plotting style of dpolab: theme, palettes and a deterministic `save`.
+
+Every figure is drawn inside `figure_context()` (which applies `apply_style()` and restores the
+caller's rcParams afterwards) and written with `save`, which produces PDF + PNG (+ CSV of the
+plotted numbers) that are byte-identical across reruns on the same software stack.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are written to files only; never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+#: Width × height in inches of a single-panel figure (one column of a two-column paper ≈ 3.4 in).
+FIGSIZE = (4.8, 3.4)
+#: Width × height in inches of one panel inside a multi-panel figure.
+PANEL_SIZE = (4.0, 3.3)
+PNG_DPI = 150
+#: Sequential palette: light for small K, dark for large K.
+K_PALETTE = "crest"
+#: How the CSV tables are written: repr-exact float64, so a rerun gives identical bytes.
+CSV_FLOAT_FORMAT = "%.17g"
+
+
+def apply_style() -> None:
+    """Sets the house theme globally: seaborn "ticks" + grid, font sizes, mathtext (no LaTeX).
+
+    Prefer `figure_context()`, which restores the previous rcParams afterwards.
+    """
+    sns.set_theme(context="paper", style="ticks", rc={"axes.grid": True})
+    plt.rcParams.update({
+        "text.usetex": False,          # mathtext only: no TeX installation needed
+        "mathtext.fontset": "dejavusans",
+        "font.family": "DejaVu Sans",
+        "font.size": 9,
+        "axes.titlesize": 9.5,
+        "axes.labelsize": 9,
+        "xtick.labelsize": 8,
+        "ytick.labelsize": 8,
+        "legend.fontsize": 7.5,
+        "legend.frameon": False,
+        "grid.color": "0.9",
+        "grid.linewidth": 0.6,
+        "lines.linewidth": 1.5,
+        "lines.markersize": 4.5,
+        "figure.figsize": FIGSIZE,
+        "figure.dpi": 100,
+        "savefig.dpi": PNG_DPI,
+        "savefig.bbox": "tight",
+        "pdf.fonttype": 42,            # embed TrueType: editable text in the PDF
+        "svg.hashsalt": "dpolab",      # deterministic ids should anyone save SVG
+    })
+
+
+@contextlib.contextmanager
+def figure_context():
+    """Context in which the house style is active; the caller's rcParams are restored on exit."""
+    with matplotlib.rc_context():
+        apply_style()
+        yield
+
+
+def k_palette(Ks) -> dict:
+    """Maps each distinct K (sorted ascending) to an RGB colour, light → dark.
+
+    Args:
+        Ks: iterable of numbers of values K (repeats allowed).
+
+    Returns:
+        dict {K: (r, g, b)}; a single K gets the palette's middle colour.
+    """
+    keys = sorted({_as_key(k) for k in Ks})
+    if not keys:
+        return {}
+    if len(keys) == 1:
+        return {keys[0]: tuple(sns.color_palette(K_PALETTE, 3)[1])}
+    return dict(zip(keys, map(tuple, sns.color_palette(K_PALETTE, len(keys)))))
+
+
+def _as_key(k):
+    k = float(k)
+    return int(k) if k.is_integer() else k
+
+
+def write_csv(path, table: dict) -> Path:
+    """Writes equal-length 1-D columns as CSV (header = keys, values `%.17g`, NaN as "nan").
+
+    Args:
+        path: output file. table: {column name: 1-D array-like}, all of the same length.
+
+    Returns:
+        the path written.
+
+    Raises:
+        ValueError: a column is not 1-D, lengths differ, or a name contains a comma/newline.
+    """
+    if not table:
+        raise ValueError("table: need at least one column")
+    cols = {}
+    for name, col in table.items():
+        if "," in name or "\n" in name:
+            raise ValueError(f"table: column name {name!r} may not contain ',' or a newline")
+        arr = np.asarray(col, dtype=np.float64) + 0.0   # + 0.0 turns -0.0 into 0.0
+        if arr.ndim != 1:
+            raise ValueError(f"table[{name!r}]: need a 1-D column, got shape {arr.shape}")
+        cols[name] = arr
+    lengths = {name: len(c) for name, c in cols.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"table: columns must have equal lengths, got {lengths}")
+    path = Path(path)
+    np.savetxt(path, np.column_stack(list(cols.values())), fmt=CSV_FLOAT_FORMAT, delimiter=",",
+               header=",".join(cols), comments="")
+    return path
+
+
+def read_csv(path) -> dict:
+    """Reads a CSV written by `write_csv` back into {column name: float64 array}."""
+    path = Path(path)
+    header = path.read_text().splitlines()[0].split(",")
+    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    return {name: data[:, i] for i, name in enumerate(header)}
+
+
+def save(fig, out_dir, name: str, table: dict | None = None) -> list[Path]:
+    """Writes `name.pdf`, `name.png` (150 dpi) and, given a table, `name.csv`; closes `fig`.
+
+    Timestamps and software strings are left out of the PDF/PNG metadata so reruns are
+    byte-identical.
+
+    Args:
+        fig: a matplotlib Figure. out_dir: folder (created if missing). name: file stem.
+        table: {column: 1-D array} of the plotted numbers, equal lengths (see `write_csv`).
+
+    Returns:
+        list of the paths written, in the order pdf, png[, csv].
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.pdf", out_dir / f"{name}.png"]
+    try:
+        fig.savefig(paths[0], format="pdf", metadata={"CreationDate": None, "ModDate": None,
+                                                      "Producer": None, "Creator": None})
+        fig.savefig(paths[1], format="png", dpi=PNG_DPI, metadata={"Software": None})
+        if table is not None:
+            paths.append(write_csv(out_dir / f"{name}.csv", table))
+    finally:
+        plt.close(fig)
+    return paths
