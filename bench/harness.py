@@ -115,6 +115,7 @@ def read_bandwidth(n_bytes: int, *, repeats: int = 3) -> dict[str, float]:
 def _load_suites() -> None:
     """Imports the modules that register suites (they import this module, hence lazily)."""
     import bench.im_li  # noqa: F401  (registers "im-li")
+    import bench.rdpo  # noqa: F401  (registers "rdpo")
 
 
 def run_suite(name: str, *, quick: bool = False) -> dict:

@@ -3,6 +3,10 @@
   dpolab verify [--suite NAME] [--quick] [--only TEXT] [--out DIR] [--force | --resume] [--json]
   dpolab bounds im-li [--K 1,2,4] [--Q 100] [--d ..] [--v ..] [--lb ..] [--Z ..] [--beta ..]
                       [--tau ..] [--threshold ..] [--json | --csv]
+  dpolab bounds rdpo [--n ..] [--d ..] [--eps ..] [--beta ..] [--L ..] [--B ..] [--delta ..]
+                     [--lambda ..] [--C ..] [--C-prime ..] [--c-margin ..] [--json | --csv]
+  dpolab bounds ranking [--log-ref-ratio ..] [--alpha ..] [--beta ..] [--json | --csv]
+  dpolab bounds mixture --rewards "r11,r12;r21,r22" --weights w1,w2 [--json | --csv]
   dpolab bench [--suite NAME] [--quick] [--json]
 
 Bad input prints one line naming the field and exits with code 2; `verify` exits 1 iff a check
@@ -24,6 +28,21 @@ def _number_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected a number or a comma list, got {text!r}") from err
 
 
+BOUND_ARGS = {
+    "im-li": {f"--{k}": k for k in ("K", "Q", "d", "v", "lb", "Z", "beta", "tau", "threshold")},
+    "rdpo": {"--n": "n", "--d": "d", "--eps": "eps", "--beta": "beta", "--L": "L", "--B": "B",
+             "--delta": "delta", "--lambda": "lam", "--C": "C", "--C-prime": "C_prime",
+             "--c-margin": "c_margin"},
+    "ranking": {"--log-ref-ratio": "log_ref_ratio", "--alpha": "alpha", "--beta": "beta"},
+}
+
+
+def _output_flags(parser):
+    fmt = parser.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dpolab", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -40,12 +59,16 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="print report.json instead of the table")
 
     b = sub.add_parser("bounds", help="evaluate closed-form bounds (lists give one row per combination)")
-    b.add_argument("theory", choices=["im-li"])
-    for name in ("K", "Q", "d", "v", "lb", "Z", "beta", "tau", "threshold"):
-        b.add_argument(f"--{name}", type=_number_list)
-    fmt = b.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true")
-    fmt.add_argument("--csv", action="store_true")
+    fams = b.add_subparsers(dest="family", required=True)
+    for family, names in BOUND_ARGS.items():
+        f = fams.add_parser(family)
+        for flag, dest in names.items():
+            f.add_argument(flag, dest=dest, type=_number_list)
+        _output_flags(f)
+    mix = fams.add_parser("mixture")
+    mix.add_argument("--rewards", required=True, help='per-group item rewards "r11,r12,...;r21,..."')
+    mix.add_argument("--weights", required=True, help="group weights w1,w2,... (sum 1)")
+    _output_flags(mix)
 
     c = sub.add_parser("bench", help="speed of the fast path against baselines and the memory floor")
     c.add_argument("--suite", default="im-li")
@@ -69,16 +92,24 @@ def _verify(args) -> int:
 
 
 def _flatten(row: dict) -> dict:
-    flat = {k: v for k, v in row.items() if k != "conditions"}
-    flat.update({f"condition: {k}": v for k, v in row["conditions"].items()})
+    flat = {k: v for k, v in row.items() if not isinstance(v, dict)}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}: {k}": v for k, v in value.items()})
     return flat
 
 
 def _bounds(args) -> int:
-    from theory.calculator import IM_LI_DEFAULTS, im_li_grid
+    if args.family == "mixture":
+        from theory.mixture import parse_rewards, parse_weights, summary
 
-    given = {k: getattr(args, k) for k in IM_LI_DEFAULTS if getattr(args, k) is not None}
-    rows = im_li_grid(**given)
+        rows = [summary(parse_rewards(args.rewards), parse_weights(args.weights))]
+    else:
+        from theory.calculator import grid
+
+        given = {dest: getattr(args, dest) for dest in BOUND_ARGS[args.family].values()
+                 if getattr(args, dest) is not None}
+        rows = grid(args.family, **given)
     if args.json:
         print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=1))
         return 0

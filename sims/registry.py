@@ -94,6 +94,9 @@ def _load():
     """Imports the modules that register checks (kept here so the CLI needs one import)."""
     import sims.checks_dynamics  # noqa: F401
     import sims.checks_generalization  # noqa: F401
+    import sims.checks_mixture  # noqa: F401
+    import sims.checks_ranking  # noqa: F401
+    import sims.checks_rdpo  # noqa: F401
 
 
 def run_checks(suite: str | None = None, *, quick: bool = False, only: str | None = None,

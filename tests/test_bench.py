@@ -99,3 +99,117 @@ def test_bench_config_is_validated():
         im_li.ImLiBench(steps=5, numpy_steps=6)
     with pytest.raises(ValueError, match="repeats"):
         im_li.ImLiBench(repeats=2)
+
+
+# ---- suite "rdpo": the bandit fit grid, vmapped, against a SciPy L-BFGS-B loop ----------------
+
+from bench import rdpo as rdpo_bench  # noqa: E402
+
+RDPO_KEYS = {"speedup_vs_scipy", "compile_s", "fast_s", "scipy_s", "n_fits", "max_theta_diff",
+             "targets", "meets_targets", "config", "jax_backend", "precision", "checks", "notes",
+             "table_rows"}
+
+
+@pytest.fixture(scope="module")
+def rdpo_quick_result():
+    return harness.run_suite("rdpo", quick=True)
+
+
+def test_rdpo_quick_suite_returns_every_key_with_positive_finite_times(rdpo_quick_result):
+    r = rdpo_quick_result
+    assert RDPO_KEYS <= set(r)
+    for key in ("compile_s", "fast_s", "scipy_s", "speedup_vs_scipy"):
+        assert isinstance(r[key], float) and math.isfinite(r[key]) and r[key] > 0, key
+    q = rdpo_bench.QUICK
+    assert r["n_fits"] == q.seeds * len(q.eps) * len(q.ns) == q.n_fits
+    assert r["speedup_vs_scipy"] == pytest.approx(r["scipy_s"] / r["fast_s"])
+    assert r["targets"] == {"speedup_vs_scipy": 10.0}
+    assert set(r["meets_targets"]) == set(r["targets"])
+    assert all(isinstance(v, bool) for v in r["meets_targets"].values())
+    assert r["precision"] == "float64" and r["jax_backend"] == jax.default_backend()
+    assert r["config"]["steps"] == q.steps and r["config"]["ns"] == list(q.ns)
+    assert r["suite"] == "rdpo" and r["quick"] is True
+    json.loads(json.dumps(r))  # the CLI's --json prints it as is
+
+
+def test_rdpo_quick_suite_compares_equal_work(rdpo_quick_result):
+    r = rdpo_quick_result
+    assert 0 <= r["max_theta_diff"] <= rdpo_bench.THETA_TOL
+    assert r["checks"]["scipy_lbfgs"]["ok"]
+    assert r["max_theta_norm"] < rdpo_bench.QUICK.B  # the ball is inactive
+    assert r["max_loss_diff"] < 1e-12
+
+
+def test_rdpo_format_table_names_both_methods(rdpo_quick_result):
+    table = harness.format_table(rdpo_quick_result)
+    for word in ("fast path", "SciPy L-BFGS-B", "compile", "scipy_lbfgs", "QUICK"):
+        assert word in table
+
+
+def test_rdpo_numpy_objective_is_the_rdpo_loss_and_its_gradient():
+    # golden value: the loss is the library's rDPO at z = β(θ − θ_0)ᵀx, mean over pairs
+    from theory.losses import rdpo
+    rng = np.random.default_rng(3)
+    x, theta0, theta = rng.normal(size=(7, 3)), rng.normal(size=3), rng.normal(size=3)
+    beta, eps = 1.7, 0.3
+    value, grad = rdpo_bench.rdpo_objective_np(theta, x, theta0, beta=beta, eps=eps)
+    z = beta * x @ (theta - theta0)
+    hand = np.mean(((1 - eps) * np.log1p(np.exp(-z)) - eps * np.log1p(np.exp(z))) / (1 - 2 * eps))
+    assert value == pytest.approx(hand, rel=1e-13)
+    assert value == pytest.approx(float(np.mean(rdpo(z, eps))), rel=1e-13)
+    h = 1e-6
+    fd = [(rdpo_bench.rdpo_objective_np(theta + h * e, x, theta0, beta=beta, eps=eps)[0]
+           - rdpo_bench.rdpo_objective_np(theta - h * e, x, theta0, beta=beta, eps=eps)[0]) / (2 * h)
+          for e in np.eye(3)]
+    np.testing.assert_allclose(grad, fd, rtol=1e-7, atol=1e-9)
+    # no overflow for huge margins
+    v, g = rdpo_bench.rdpo_objective_np(np.array([1e3, 0, 0]), np.eye(3), np.zeros(3), beta=1.0,
+                                        eps=0.1)
+    assert np.isfinite(v) and np.all(np.isfinite(g))
+
+
+def test_rdpo_grid_fit_matches_run_bandit_point_by_point():
+    # the flattened (n, ε, seed) grid must put each fit back where run_bandit would
+    from sims.bandit import BanditSpec, make_bandit_params, make_instance, run_bandit
+    spec = BanditSpec(S=8, A=4, d=3, n=200, loss="rdpo", steps=200)
+    eps_values, ns, seeds = (0.0, 0.25), (50, 200), 3
+    params = make_bandit_params(beta=1.0, eps=np.asarray(eps_values), B=8.0, reward_scale=1.5)
+    inst = make_instance(jax.random.key(0), spec, params)
+    data = rdpo_bench.make_grid_data(spec, inst, params, seeds)
+    theta = np.asarray(jax.jit(rdpo_bench.make_grid_fit(spec))(
+        data, inst, params, jax.numpy.asarray(ns)).theta)
+    assert theta.shape == (len(ns), len(eps_values), seeds, spec.d)
+    for m, n in enumerate(ns):
+        for e, eps in enumerate(eps_values):
+            p = make_bandit_params(beta=1.0, eps=eps, B=8.0, reward_scale=1.5)
+            fits, one_data, _ = run_bandit(spec, p, np.arange(seeds), n_active=n, instance=inst)
+            np.testing.assert_allclose(np.asarray(one_data.x), np.asarray(data.x[e]), rtol=0,
+                                       atol=0)
+            np.testing.assert_allclose(theta[m, e], np.asarray(fits.theta), rtol=0, atol=1e-12)
+
+
+def test_rdpo_blas_pinning_restores_thread_counts():
+    controls = rdpo_bench.openblas_thread_controls()
+    before = [int(get()) for get, _ in controls]
+    with rdpo_bench.single_threaded_blas() as pinned:
+        assert pinned == len(controls)
+        assert all(int(get()) == 1 for get, _ in controls)
+    assert [int(get()) for get, _ in controls] == before
+
+
+def test_rdpo_scipy_fit_reaches_a_stationary_point():
+    x = np.random.default_rng(0).normal(size=(100, 2))
+    res = rdpo_bench.scipy_rdpo_fit(x, np.zeros(2), beta=1.0, eps=0.1)
+    assert np.all(np.isfinite(res.x)) and np.linalg.norm(res.jac) < 1e-8
+
+
+def test_rdpo_bench_config_is_validated():
+    with pytest.raises(ValueError, match=r"eps=\(0\.5,\)"):
+        rdpo_bench.RdpoBench(eps=(0.5,))
+    with pytest.raises(ValueError, match="ns"):
+        rdpo_bench.RdpoBench(ns=(0,))
+    with pytest.raises(ValueError, match="repeats"):
+        rdpo_bench.RdpoBench(repeats=2)
+    with pytest.raises(ValueError, match="B"):
+        rdpo_bench.RdpoBench(B=0.0)
+    assert "rdpo" in harness.SUITES

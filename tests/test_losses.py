@@ -49,6 +49,42 @@ def test_golden_values():
     assert [float(L.slic_weight(z)) for z in (0.5, 1.0, 1.5)] == [1.0, 0.0, 0.0]
 
 
+def _logsig(x):
+    """log σ(x) in plain Python, as TRL's F.logsigmoid."""
+    return -_ell(x)
+
+
+@pytest.mark.parametrize("beta, h", [(0.1, 3.0), (0.5, -1.7)])
+def test_trl_conventions_pinned(beta, h):
+    """Each loss at z = βh equals the TRL/OpenRLHF formula on logits h, written out with `math`."""
+    e, z = 0.2, beta * h
+    trl_sigmoid = -_logsig(beta * h)                                         # "sigmoid", ls = 0
+    trl_smoothed = -(1 - e) * _logsig(beta * h) - e * _logsig(-beta * h)     # "sigmoid", ls = ε
+    trl_robust = (-(1 - e) * _logsig(beta * h) + e * _logsig(-beta * h)) / (1 - 2 * e)  # "robust"
+    trl_hinge = max(0.0, 1 - beta * h)                                       # "hinge"
+    beta_trl = beta / 2  # TRL's IPO (h − 1/(2β′))² with β′ = β/2, scaled by β², is (βh − 1)²
+    trl_ipo = (h - 1 / (2 * beta_trl)) ** 2
+    assert float(L.dpo(z)) == pytest.approx(trl_sigmoid, rel=1e-14)
+    assert float(L.cdpo(z, e)) == pytest.approx(trl_smoothed, rel=1e-14)
+    assert float(L.rdpo(z, e)) == pytest.approx(trl_robust, rel=1e-13)
+    assert float(L.slic(z)) == pytest.approx(trl_hinge, rel=1e-15)
+    assert float(L.ipo(z)) == pytest.approx(beta**2 * trl_ipo, rel=1e-13)
+    # the inverse relation stated in the docstring: TRL_ipo(h; β′) = ipo(2β′h)/(4β′²)
+    assert float(L.ipo(2 * beta_trl * h)) / (4 * beta_trl**2) == pytest.approx(trl_ipo, rel=1e-13)
+
+
+def test_trl_conventions_golden_numbers():
+    """The same formulas at β = 0.1, h = 3 (z = 0.3), ε = 0.2, from 40-digit Decimal arithmetic.
+
+    Since ℓ(−z) = ℓ(z) + z, cdpo = ℓ(z) + εz and rdpo = ℓ(z) − εz/(1−2ε) = ℓ(0.3) + 0.06, − 0.1.
+    """
+    assert float(L.dpo(0.3)) == pytest.approx(0.5543552444685271188, rel=1e-14)
+    assert float(L.cdpo(0.3, 0.2)) == pytest.approx(0.6143552444685271188, rel=1e-14)
+    assert float(L.rdpo(0.3, 0.2)) == pytest.approx(0.4543552444685271188, rel=1e-13)
+    assert float(L.ipo(0.3)) == pytest.approx(0.49, rel=1e-14)
+    assert float(L.slic(0.3)) == pytest.approx(0.7, rel=1e-15)
+
+
 def test_logistic_loss_matches_math_on_grid():
     got = np.asarray(L.logistic_loss(ZS))
     np.testing.assert_allclose(got, [_ell(z) for z in ZS], rtol=1e-14, atol=0)

@@ -17,7 +17,9 @@ def test_verify_quick_end_to_end(tmp_path, capsys):
     assert len(verdicts) >= 20 and "fail" not in verdicts.values()
     assert verdicts["im-li/probability-statement"] == "finding"
     assert report["meta"]["precision"] == "float64"
-    assert (out / "report.md").read_text().count("## im-li/") == len(verdicts)
+    md = (out / "report.md").read_text()
+    assert all(f"## {cid} — " in md for cid in verdicts)
+    assert {c.split("/")[0] for c in verdicts} == {"im-li", "rdpo", "ranking", "mixture"}
     for name in ("im-li__thm4.2-sandwich.npz", "im-li__q-star-table.npz"):
         assert (out / "results" / name).exists()
     assert list((out / "figures").glob("*.png"))

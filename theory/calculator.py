@@ -1,9 +1,10 @@
-"""The Im & Li bound calculator behind `dpolab bounds im-li`: every closed form at one point."""
+"""The bound calculator behind `dpolab bounds`: every closed form of a family at grid points."""
 from __future__ import annotations
 
 import itertools
+from typing import Callable, NamedTuple
 
-from theory import im_li
+from theory import im_li, ranking, rdpo
 
 #: Parameters of `im_li_summary` with their defaults (None: the theorem's default d = 5Q,
 #: v = 1/(32√Q), also inside the Q* search).
@@ -38,25 +39,56 @@ def im_li_summary(*, K, Q, d=None, v=None, lb=0.5, Z=1, beta=1.0, tau=1.0, thres
     )
 
 
-def im_li_grid(**lists) -> list[dict]:
-    """`im_li_summary` for every combination of the given value lists (one row each)."""
-    unknown = set(lists) - set(IM_LI_DEFAULTS)
+def ranking_summary(*, log_ref_ratio, alpha, beta) -> dict:
+    """Chen et al. at one pair: the optimal log-ratio (Thm 3.1), whether the idealized model ranks
+    it right (Cor. 3.3) and the loss threshold −log σ(β·(−R)) of Thm 4.1 (R = log-ref-ratio)."""
+    return dict(log_ref_ratio=log_ref_ratio, alpha=alpha, beta=beta,
+                optimal_log_ratio=float(ranking.optimal_log_ratio(log_ref_ratio, alpha, beta=beta)),
+                idealized_correct=bool(ranking.idealized_correct(log_ref_ratio, alpha, beta=beta)),
+                loss_threshold=float(ranking.loss_threshold(-log_ref_ratio, beta=beta)))
+
+
+class Family(NamedTuple):
+    """A bound family of `dpolab bounds`: its summary function, defaults and integer fields."""
+
+    summary: Callable[..., dict]
+    defaults: dict
+    integers: tuple = ()
+    non_negative: tuple = ()
+
+
+FAMILIES = {
+    "im-li": Family(im_li_summary, IM_LI_DEFAULTS, ("K", "Q", "d", "Z"),
+                    ("lb", "beta", "tau", "threshold", "v")),
+    "rdpo": Family(rdpo.bounds_summary, dict(n=1000, d=10, eps=0.1, beta=1.0, L=1.0, B=1.0,
+                                             delta=0.05, lam=0.0, C=1.0, C_prime=1.0, c_margin=4.0),
+                   ("n", "d")),
+    "ranking": Family(ranking_summary, dict(log_ref_ratio=0.0, alpha=0.75, beta=0.1)),
+}
+
+
+def grid(family: str, **lists) -> list[dict]:
+    """The family's summary for every combination of the given value lists (one row each)."""
+    if family not in FAMILIES:
+        raise ValueError(f"family={family!r} is not allowed: family must be one of {tuple(FAMILIES)}")
+    fam = FAMILIES[family]
+    unknown = set(lists) - set(fam.defaults)
     if unknown:
         name = sorted(unknown)[0]
-        raise ValueError(f"{name} is not a parameter of the Im & Li bounds: allowed are "
-                         f"{tuple(IM_LI_DEFAULTS)}")
-    axes = {k: lists.get(k, [IM_LI_DEFAULTS[k]]) for k in IM_LI_DEFAULTS}
-    for name in _INTS:
+        raise ValueError(f"{name} is not a parameter of the {family} bounds: allowed are "
+                         f"{tuple(fam.defaults)}")
+    axes = {k: lists.get(k) or [fam.defaults[k]] for k in fam.defaults}
+    for name in fam.integers:
         for value in axes[name]:
             if value is not None and (value != int(value) or value < 1):
                 raise ValueError(f"{name}={value!r} is not allowed: {name} must be an integer >= 1")
-    for name in ("lb", "beta", "tau", "threshold", "v"):
+    for name in fam.non_negative:
         for value in axes[name]:
             if value is not None and not value >= 0:
                 raise ValueError(f"{name}={value!r} is not allowed: {name} must be >= 0")
     rows = []
     for combo in itertools.product(*axes.values()):
         kw = dict(zip(axes, combo))
-        kw.update({k: int(kw[k]) for k in _INTS if kw[k] is not None})
-        rows.append(im_li_summary(**kw))
+        kw.update({k: int(kw[k]) for k in fam.integers if kw[k] is not None})
+        rows.append(fam.summary(**kw))
     return rows

@@ -7,6 +7,28 @@ JAX); outputs have the same shape. All forms are built from softplus / sigmoid, 
 weights stay finite for |z| up to 1e4 in float32 and float64. ``eps`` is traceable (it may be
 vmapped); check a concrete one with :func:`validate_eps` before compiling.
 
+Conventions of widely used implementations. Hugging Face TRL's ``DPOTrainer`` computes
+``logits`` = [log π(y_w) − log π_ref(y_w)] − [log π(y_l) − log π_ref(y_l)] =: h and applies its
+losses to β·h; our z is that β·h, so (with ε = TRL's ``label_smoothing``):
+
+* ``dpo``  = TRL ``loss_type="sigmoid"``, label_smoothing 0: −log σ(βh).
+* ``cdpo`` = TRL ``loss_type="sigmoid"`` with label_smoothing ε (label-smoothed DPO, after
+  Mitchell's cDPO note; in TRL up to 0.28 per the project's notes) and OpenRLHF's ``DPOLoss`` with
+  ``label_smoothing``: −(1−ε)log σ(βh) − ε log σ(−βh).
+* ``rdpo`` = TRL ``loss_type="robust"``: (−(1−ε)log σ(βh) + ε log σ(−βh))/(1−2ε).
+* ``slic`` = TRL ``loss_type="hinge"``: max(0, 1 − βh) (with the reference model; the SLiC-HF
+  paper's calibration loss has no reference and a margin δ).
+* ``ipo`` differs. With TRL's temperature β′, TRL's ``loss_type="ipo"`` is (h − 1/(2β′))², and
+  for IPO TRL first *averages* each response's log-probabilities over its tokens (h is a
+  difference of per-token means); ours is (z − 1)² with z = βh built from *summed*
+  (sequence-level) log-ratios, the GPO convention of [IL] (THEORY §1.2). For single-token
+  responses the two h agree, and then ipo(βh) = (βh − 1)² = β²(h − 1/β)²
+  = β²·TRL_ipo(h; β_TRL = β/2); equivalently TRL_ipo(h; β′) = ipo(2β′h)/(4β′²). So our target
+  log-ratio is h = 1/β (z* = 1) where TRL's is h = 1/(2β′) (a factor 2 in β), and our loss is
+  TRL's scaled by β² (which rescales gradients, i.e. the effective learning rate).
+
+All of these are per pair; TRL averages them over the batch, as our trainers average over pairs.
+
 References:
     [DPO] Rafailov et al., "Direct Preference Optimization", NeurIPS 2023, arXiv 2305.18290.
     [rDPO] Chowdhury, Kini, Natarajan, "Provably Robust DPO", ICML 2024, arXiv 2403.00409
@@ -15,6 +37,8 @@ References:
         Preferences", arXiv 2310.12036.
     [SLiC] Zhao et al., "SLiC-HF: Sequence Likelihood Calibration with Human Feedback",
         arXiv 2305.10425.
+    [TRL] von Werra et al., Hugging Face TRL, ``trl/trainer/dpo_trainer.py`` (``dpo_loss``:
+        loss types sigmoid, robust, hinge, ipo); OpenRLHF ``openrlhf/models/loss.py`` (DPOLoss).
     [IL] Im & Li, "Can DPO Learn Diverse Human Values?", arXiv 2408.03459 (GPO weight −f′,
         IPO as f(r) = (r − 1)², SLiC as f(r) = max(0, 1 − r); THEORY §1.2).
 """
@@ -51,7 +75,11 @@ def logistic_loss(z) -> Array:
 
 
 def dpo(z, eps=0.0) -> Array:
-    """DPO loss ℓ(z) = softplus(−z); ``eps`` is ignored. References: [DPO] Eq. 7."""
+    """DPO loss ℓ(z) = softplus(−z); ``eps`` is ignored.
+
+    Same as TRL ``loss_type="sigmoid"`` with label_smoothing 0 at z = β·logits. References:
+    [DPO] Eq. 7.
+    """
     del eps
     return logistic_loss(z)
 
@@ -59,7 +87,10 @@ def dpo(z, eps=0.0) -> Array:
 def cdpo(z, eps) -> Array:
     """Conservative DPO (label smoothing): (1−ε)ℓ(z) + εℓ(−z).
 
-    Biased under flips: E_flip = (1 − 2ε(1−ε))ℓ(z) + 2ε(1−ε)ℓ(−z). References: [rDPO]; THEORY §2.2.
+    Biased under flips: E_flip = (1 − 2ε(1−ε))ℓ(z) + 2ε(1−ε)ℓ(−z). This is label-smoothed DPO:
+    TRL's ``loss_type="sigmoid"`` with ``label_smoothing`` = ε (up to TRL 0.28 per the project's
+    notes) and OpenRLHF's ``DPOLoss(label_smoothing=ε)``, both at z = β·logits.
+    References: [rDPO]; Mitchell, "A note on DPO with noisy preferences" (cDPO); THEORY §2.2.
     """
     return (1.0 - eps) * logistic_loss(z) + eps * logistic_loss(-_as_float(z))
 
@@ -68,6 +99,8 @@ def rdpo(z, eps) -> Array:
     """Robust DPO: ℓ̂_ε(z) = [(1−ε)ℓ(z) − εℓ(−z)] / (1 − 2ε), for 0 ≤ ε < 1/2.
 
     Unbiased: (1−ε)ℓ̂_ε(z) + εℓ̂_ε(−z) = ℓ(z). Unbounded below as z → ∞ (slope −ε/(1−2ε)).
+    Identical to TRL's ``loss_type="robust"`` with ``label_smoothing`` = ε at z = β·logits:
+    (−(1−ε)log σ(z) + ε log σ(−z))/(1−2ε).
     References: [rDPO]; THEORY §2.2.
     """
     return debias(dpo, z, eps)
@@ -76,15 +109,20 @@ def rdpo(z, eps) -> Array:
 def ipo(z, eps=0.0) -> Array:
     """IPO in the GPO convention of [IL]: f(z) = (z − 1)²; ``eps`` is ignored.
 
-    [IPO]'s own target margin 1/(2τ) is absorbed into the scale of z. References: [IPO]; [IL]
-    (THEORY §1.2).
+    [IPO]'s own target margin 1/(2τ) is absorbed into the scale of z. Not TRL's IPO: TRL's
+    ``loss_type="ipo"`` is (h − 1/(2β′))² on per-token-averaged log-ratios h; ours uses summed
+    log-ratios and z = βh, and for single tokens ipo(βh) = β²·TRL_ipo(h; β′ = β/2) (module
+    docstring). References: [IPO] Eq. 17; [IL] (THEORY §1.2).
     """
     del eps
     return (_as_float(z) - 1.0) ** 2
 
 
 def slic(z, eps=0.0) -> Array:
-    """SLiC hinge loss max(0, 1 − z); ``eps`` is ignored. References: [SLiC]; [IL]."""
+    """SLiC hinge loss max(0, 1 − z); ``eps`` is ignored.
+
+    Same as TRL ``loss_type="hinge"`` (max(0, 1 − β·logits)). References: [SLiC]; [IL].
+    """
     del eps
     return jnp.maximum(0.0, 1.0 - _as_float(z))
 

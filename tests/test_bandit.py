@@ -1,0 +1,106 @@
+"""The log-linear bandit generator and projected fits; the new bound families' CLI contract."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dpolab.cli import main
+from sims import checks_mixture, checks_rdpo
+from sims.bandit import BanditSpec, PreferenceData, make_bandit_params, make_fit, make_instance, project, run_bandit
+
+
+def test_instance_and_pairs_respect_the_model():
+    spec = BanditSpec(S=5, A=4, d=3, n=4000)
+    params = make_bandit_params(eps=0.25, L=2.0, sft_scale=0.5, reward_scale=1.0)
+    fits, data, inst = run_bandit(spec, params, [0])
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(inst.phi), axis=-1), 2.0, rtol=1e-14)
+    assert float(jnp.linalg.norm(inst.theta0)) == pytest.approx(0.5)
+    flipped = np.asarray(data.flipped[0])
+    assert abs(flipped.mean() - 0.25) < 4 * np.sqrt(0.25 * 0.75 / 4000)
+    x = np.asarray(data.x[0])
+    assert np.all(np.linalg.norm(x, axis=1) > 0)  # two distinct actions per pair
+    # the observed winner is the clean winner unless flipped: E[p of observed] differs by ε(1−2p)
+    assert np.all((np.asarray(data.p[0]) > 0) & (np.asarray(data.p[0]) < 1))
+
+
+def test_n_active_uses_a_prefix_and_one_compilation():
+    spec = BanditSpec(n=2000, loss="rdpo")
+    params = make_bandit_params(eps=0.1, B=5.0)
+    small, data, inst = run_bandit(spec, params, [0, 1], n_active=500)
+    ref_spec = BanditSpec(n=500, loss="rdpo")
+    fit = jax.jit(make_fit(ref_spec))
+    prefix = jax.tree_util.tree_map(lambda a: a[1, :500], data)
+    direct = fit(prefix, inst, params)
+    np.testing.assert_allclose(np.asarray(small.theta[1]), np.asarray(direct.theta), atol=1e-12)
+
+
+def test_fit_reaches_the_stationary_point():
+    spec = BanditSpec(n=3000, loss="dpo", steps=400)
+    params = make_bandit_params(eps=0.0, B=6.0, reward_scale=1.0)
+    fits, data, inst = run_bandit(spec, params, [0])
+    x, theta = np.asarray(data.x[0]), np.asarray(fits.theta[0])
+    z = x @ (theta - np.asarray(inst.theta0))
+    grad = -(1 / (1 + np.exp(z))) @ x / len(x)
+    assert np.linalg.norm(grad) < 1e-10 and not bool(fits.diverged[0])
+
+
+def test_projection():
+    v = jnp.array([3.0, 4.0])
+    np.testing.assert_allclose(np.asarray(project(v, 1.0)), [0.6, 0.8])
+    np.testing.assert_array_equal(np.asarray(project(v, jnp.inf)), np.asarray(v))
+
+
+@pytest.mark.parametrize("kwargs, field", [(dict(eps=0.5), "eps"), (dict(beta=0.0), "beta"),
+                                           (dict(B=0.5, sft_scale=1.0), "B"), (dict(L=-1.0), "L")])
+def test_bad_bandit_params(kwargs, field):
+    with pytest.raises(ValueError, match=rf"^{field}="):
+        make_bandit_params(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, field", [(dict(A=1), "A"), (dict(loss="ripo2"), "loss"),
+                                           (dict(features="cube"), "features"), (dict(n=0), "n")])
+def test_bad_bandit_spec(kwargs, field):
+    with pytest.raises(ValueError, match=rf"^{field}="):
+        BanditSpec(**kwargs)
+
+
+def test_bounds_json_contracts(capsys):
+    assert main(["bounds", "rdpo", "--n", "1000", "--d", "10", "--eps", "0.2", "--beta", "1",
+                 "--L", "1", "--B", "1", "--delta", "0.05", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert list(row) == ["n", "d", "eps", "beta", "L", "B", "delta", "gamma", "margin_bound",
+                         "noise_factor", "rate", "estimation_bound"]
+    assert row["noise_factor"] == pytest.approx(1 / 0.6)
+    assert row["rate"] == pytest.approx(np.sqrt((10 + np.log(20)) / 1000))
+    assert row["gamma"] == pytest.approx(1 / (2 + np.exp(-4) + np.exp(4)))
+    assert main(["bounds", "rdpo", "--eps", "0.5", "--json"]) == 2
+    assert "eps" in capsys.readouterr().err
+    assert main(["bounds", "ranking", "--log-ref-ratio", "-1", "--alpha", "0.9", "--beta", "0.1", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["optimal_log_ratio"] == pytest.approx(-1 + 10 * np.log(9))
+    assert row["idealized_correct"] is True
+    assert row["loss_threshold"] == pytest.approx(np.log1p(np.exp(-0.1)))
+    assert main(["bounds", "mixture", "--rewards", "1,0,2;1,0,2", "--weights", "0.5,0.5", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert set(row) == {"irreducible_kl", "subgroup_lower_bound", "triangle_defect"}
+    assert row["irreducible_kl"] < 1e-14 and row["triangle_defect"] < 1e-12
+
+
+# checks that must go red when what they guard is broken
+
+def test_population_minimizer_check_fails_with_a_biased_rdpo_weight(monkeypatch):
+    import theory.losses as L
+
+    real = L.LOSSES["rdpo"]
+    monkeypatch.setitem(L.LOSSES, "rdpo", real._replace(weight=lambda z, e: L.dpo_weight(z)))
+    assert checks_rdpo.population_minimizers(True).verdict == "fail"
+
+
+def test_subgroup_check_fails_when_the_bound_is_doubled(monkeypatch):
+    import theory.mixture as M
+
+    real = M.subgroup_lower_bound
+    monkeypatch.setattr(M, "subgroup_lower_bound", lambda *a, **k: 2 * real(*a, **k))
+    assert checks_mixture.subgroup_bound(True).verdict == "fail"
