@@ -7,6 +7,8 @@
                      [--lambda ..] [--C ..] [--C-prime ..] [--c-margin ..] [--json | --csv]
   dpolab bounds ranking [--log-ref-ratio ..] [--alpha ..] [--beta ..] [--json | --csv]
   dpolab bounds mixture --rewards "r11,r12;r21,r22" --weights w1,w2 [--json | --csv]
+  dpolab sweep SPEC.toml --out DIR [--backend local|ray] [--address ADDR] [--resume | --force]
+               [--quiet]
   dpolab bench [--suite NAME] [--quick] [--json]
 
 Bad input prints one line naming the field and exits with code 2; `verify` exits 1 iff a check
@@ -70,6 +72,16 @@ def _parser() -> argparse.ArgumentParser:
     mix.add_argument("--weights", required=True, help="group weights w1,w2,... (sum 1)")
     _output_flags(mix)
 
+    w = sub.add_parser("sweep", help="run a parameter sweep described by a TOML spec")
+    w.add_argument("spec", help="the sweep spec (TOML)")
+    w.add_argument("--out", required=True, help="output directory")
+    w.add_argument("--backend", default="local", help="local (this process, all local devices) or ray")
+    w.add_argument("--address", help="address of an existing Ray cluster (default: start a local one)")
+    again = w.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="recompute only missing or corrupt chunks")
+    again.add_argument("--force", action="store_true", help="replace an earlier sweep in --out")
+    w.add_argument("--quiet", action="store_true", help="no progress bar")
+
     c = sub.add_parser("bench", help="speed of the fast path against baselines and the memory floor")
     c.add_argument("--suite", default="im-li")
     c.add_argument("--quick", action="store_true")
@@ -126,6 +138,15 @@ def _bounds(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    from sims.sweep import run_sweep
+
+    summary = run_sweep(args.spec, args.out, backend=args.backend, address=args.address,
+                        resume=args.resume, force=args.force, quiet=args.quiet)
+    print(f"summary: {summary}")
+    return 0
+
+
 def _bench(args) -> int:
     from bench.harness import format_table, run_suite
 
@@ -137,7 +158,8 @@ def _bench(args) -> int:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"verify": _verify, "bounds": _bounds, "bench": _bench}[args.command](args)
+        commands = {"verify": _verify, "bounds": _bounds, "sweep": _sweep, "bench": _bench}
+        return commands[args.command](args)
     except ValueError as err:
         print(f"dpolab {args.command}: error: {err}", file=sys.stderr)
         return 2

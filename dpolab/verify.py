@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import json
 import os
-import platform
 import shutil
-import subprocess
 import time
 from pathlib import Path
+
+from sims.provenance import environment, write_atomic
 
 import numpy as np
 
@@ -85,26 +84,6 @@ def default_out() -> Path:
     return Path("results") / "verify" / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def environment() -> dict:
-    """Package versions, JAX backend and precision, git commit: the manifest of a run."""
-    import jax
-
-    versions = {}
-    for name in ("dpolab", "jax", "jaxlib", "optax", "numpy", "scipy", "matplotlib"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {"versions": versions, "jax_backend": jax.default_backend(),
-            "precision": "float64" if jax.config.jax_enable_x64 else "float32",
-            "git_commit": commit, "python": platform.python_version()}
-
-
 def _short(value, width=60) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=float)
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -142,12 +121,6 @@ def markdown(results, meta) -> str:
     if figs:
         out += ["", "## Figures", ""] + [f"![{f.stem}](figures/{f.name})" for f in figs]
     return "\n".join(out) + "\n"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def run_verify(*, suite=None, quick=False, out=None, force=False, resume=False, progress=None,

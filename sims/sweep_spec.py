@@ -1,0 +1,139 @@
+"""Sweep specifications (TOML): parsing and validation before any work.
+
+```toml
+[sweep]
+simulation = "im-li"     # or "rdpo"
+seeds = 4
+chunk_size = 8           # grid points × seeds per chunk; optional
+precision = "float64"    # or "float32"
+root_seed = 0            # optional
+[fixed]                  # any simulation parameter
+Q = 50
+[grid]                   # Cartesian product of these axes
+K = [1, 2, 4]
+v = [0.0, 0.01]
+```
+Unknown keys, wrong types and impossible values are rejected with the key named.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import tomllib
+from pathlib import Path
+
+from sims.sweep_sims import SIMULATIONS
+
+SWEEP_KEYS = {"simulation": str, "seeds": int, "chunk_size": int, "precision": str, "root_seed": int}
+PRECISIONS = ("float64", "float32")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSpec:
+    """A validated sweep. `grid` maps axis name to a tuple of values (in file order)."""
+
+    simulation: str
+    seeds: int
+    chunk_size: int
+    precision: str
+    root_seed: int
+    fixed: tuple
+    grid: tuple
+
+    def as_json(self) -> dict:
+        return {"sweep": {"simulation": self.simulation, "seeds": self.seeds,
+                          "chunk_size": self.chunk_size, "precision": self.precision,
+                          "root_seed": self.root_seed},
+                "fixed": dict(self.fixed), "grid": {k: list(v) for k, v in self.grid}}
+
+    def hash(self) -> str:
+        """sha256 of the canonical JSON of everything that determines the results.
+
+        chunk_size is left out: results do not depend on it (a test proves it)."""
+        content = self.as_json()
+        del content["sweep"]["chunk_size"]
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+    def points(self) -> list[dict]:
+        """Every grid point as a full parameter dict (defaults, then fixed, then the axes)."""
+        sim = SIMULATIONS[self.simulation]
+        base = {k: p.default for k, p in sim.params.items()} | dict(self.fixed)
+        names = [k for k, _ in self.grid]
+        return [base | dict(zip(names, combo)) for combo in itertools.product(*(v for _, v in self.grid))]
+
+
+def _bad(key, value, allowed):
+    raise ValueError(f"{key}={value!r} is not allowed: {key} must be {allowed}")
+
+
+def _typed(key, value, kind):
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        _bad(key, value, f"of type {kind.__name__}")
+    return value
+
+
+def parse_spec(data: dict) -> SweepSpec:
+    """Validates a parsed TOML document and returns a `SweepSpec` (every point is checked)."""
+    unknown = set(data) - {"sweep", "fixed", "grid"}
+    if unknown:
+        name = sorted(unknown)[0]
+        _bad(name, data[name], "absent: tables are [sweep], [fixed] and [grid]")
+    sweep = data.get("sweep")
+    if not isinstance(sweep, dict):
+        _bad("sweep", sweep, "a [sweep] table")
+    for key in sweep:
+        if key not in SWEEP_KEYS:
+            _bad(f"sweep.{key}", sweep[key], f"absent: allowed keys are {tuple(SWEEP_KEYS)}")
+    sim_name = _typed("sweep.simulation", sweep.get("simulation"), str)
+    if sim_name not in SIMULATIONS:
+        _bad("sweep.simulation", sim_name, f"one of {tuple(SIMULATIONS)}")
+    sim = SIMULATIONS[sim_name]
+    seeds = _typed("sweep.seeds", sweep.get("seeds", 1), int)
+    chunk = _typed("sweep.chunk_size", sweep.get("chunk_size", 8), int)
+    precision = _typed("sweep.precision", sweep.get("precision", "float64"), str)
+    root = _typed("sweep.root_seed", sweep.get("root_seed", 0), int)
+    if seeds < 1:
+        _bad("sweep.seeds", seeds, "an integer >= 1")
+    if chunk < 1:
+        _bad("sweep.chunk_size", chunk, "an integer >= 1")
+    if precision not in PRECISIONS:
+        _bad("sweep.precision", precision, f"one of {PRECISIONS}")
+
+    def param(table, key, value):
+        if key not in sim.params:
+            _bad(f"{table}.{key}", value, f"a parameter of {sim_name}: {tuple(sim.params)}")
+        return _typed(f"{table}.{key}", value, sim.params[key].kind)
+
+    fixed = {k: param("fixed", k, v) for k, v in data.get("fixed", {}).items()}
+    grid = {}
+    for k, values in data.get("grid", {}).items():
+        if not isinstance(values, list) or not values:
+            _bad(f"grid.{k}", values, "a non-empty list")
+        if k in fixed:
+            _bad(f"grid.{k}", values, "absent: the key is also in [fixed]")
+        grid[k] = tuple(param("grid", k, v) for v in values)
+    spec = SweepSpec(sim_name, seeds, chunk, precision, root, tuple(sorted(fixed.items())),
+                     tuple(grid.items()))
+    for point in spec.points():
+        try:
+            sim.static(point)
+            sim.dynamic(point)
+        except ValueError as err:
+            where = {k: point[k] for k, _ in spec.grid}
+            raise ValueError(f"{err} (at grid point {where})") from None
+    return spec
+
+
+def load_spec(path) -> SweepSpec:
+    """Reads and validates a sweep spec file."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"spec={str(path)!r} is not allowed: the file does not exist") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"spec={str(path)!r} is not allowed: not valid TOML ({err})") from None
+    return parse_spec(data)
