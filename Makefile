@@ -3,19 +3,23 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Real data for the real-embedding track: the shared data folder beside the checkout, unless set.
+PERSONA_DIR ?= $(abspath $(CURDIR)/../shared/data/anthropic-evals/persona)
 
 $(BIN)/dpolab: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# the CPU build of torch first, so the llm extra's range is already satisfied
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test,distributed,llm]'
 	touch $@
 
 .PHONY: verify test bench
 verify: $(BIN)/dpolab
-	$(BIN)/dpolab verify --out results/verify
+	$(BIN)/dpolab verify
 
 test: $(BIN)/dpolab
-	$(BIN)/python -m pytest -q
+	DPOLAB_PERSONA_DIR="$${DPOLAB_PERSONA_DIR:-$(PERSONA_DIR)}" $(BIN)/python -m pytest -q
 
 bench: $(BIN)/dpolab
 	$(BIN)/dpolab bench

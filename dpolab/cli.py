@@ -9,6 +9,9 @@
   dpolab bounds mixture --rewards "r11,r12;r21,r22" --weights w1,w2 [--json | --csv]
   dpolab sweep SPEC.toml --out DIR [--backend local|ray] [--address ADDR] [--resume | --force]
                [--quiet]
+  dpolab llm extract --persona-dir DIR (--personas A,B | --k-set K | --all) [--limit N] --out DIR
+  dpolab llm train --features DIR --out DIR [--k-sets 1,2,4] [--protocol paper|gd] [--seeds N]
+  dpolab llm diagnose --features DIR --out DIR
   dpolab bench [--suite NAME] [--quick] [--json]
 
 Bad input prints one line naming the field and exits with code 2; `verify` exits 1 iff a check
@@ -82,6 +85,30 @@ def _parser() -> argparse.ArgumentParser:
     again.add_argument("--force", action="store_true", help="replace an earlier sweep in --out")
     w.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    llm = sub.add_parser("llm", help="the real-embedding track (needs the llm extra)")
+    llm_sub = llm.add_subparsers(dest="llm_command", required=True)
+    ex = llm_sub.add_parser("extract", help="hidden states of persona statements, cached")
+    ex.add_argument("--persona-dir", help="persona/ folder of anthropics/evals (default $DPOLAB_PERSONA_DIR)")
+    pick = ex.add_mutually_exclusive_group(required=True)
+    pick.add_argument("--personas", help="comma-separated persona names")
+    pick.add_argument("--k-set", type=int, help="the paper's persona set of this size (1, 2, 4, 8, 16)")
+    pick.add_argument("--all", action="store_true", help="all 135 personas")
+    ex.add_argument("--limit", type=int, help="statements per persona (default all)")
+    ex.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass")
+    ex.add_argument("--cache-dir", help="model cache (default $DPOLAB_CACHE or ~/.cache/dpolab)")
+    ex.add_argument("--quiet", action="store_true", help="no progress output")
+    ex.add_argument("--out", required=True, help="output directory (npz per persona + manifest.json)")
+    tr = llm_sub.add_parser("train", help="last-layer DPO on extracted features (JAX)")
+    tr.add_argument("--features", required=True, help="a folder written by `dpolab llm extract`")
+    tr.add_argument("--persona-dir", help="to resolve the paper's persona sets (default $DPOLAB_PERSONA_DIR)")
+    tr.add_argument("--k-sets", default="1,2,4,8,16", help="paper set sizes to train (comma list)")
+    tr.add_argument("--protocol", default="paper", help="paper (Adam, lr 1e-3, β=0.01, 100 steps) or gd")
+    tr.add_argument("--seeds", type=int, default=3, help="split seeds")
+    tr.add_argument("--out", required=True)
+    dg = llm_sub.add_parser("diagnose", help="embedding structure and the theorem's conditions")
+    dg.add_argument("--features", required=True)
+    dg.add_argument("--out", required=True)
+
     c = sub.add_parser("bench", help="speed of the fast path against baselines and the memory floor")
     c.add_argument("--suite", default="im-li")
     c.add_argument("--quick", action="store_true")
@@ -98,7 +125,11 @@ def _verify(args) -> int:
     if args.json:
         print((out / "report.json").read_text(encoding="utf-8"))
     else:
+        from sims.registry import unavailable_suites
+
         print(table(results))
+        for name, why in unavailable_suites().items():
+            print(f"not run: suite {name} ({why})")
         print(f"report: {out / 'report.md'}")
     return 1 if any(r.verdict == "fail" for r in results) else 0
 
@@ -147,6 +178,41 @@ def _sweep(args) -> int:
     return 0
 
 
+def _llm(args) -> int:
+    try:
+        return _llm_command(args)
+    except ImportError as err:  # the llm extra is missing: one line, exit 2
+        raise ValueError(str(err)) from err
+
+
+def _llm_command(args) -> int:
+    if args.llm_command == "extract":
+        from sims.llm.extract import extract, format_summary
+        from sims.llm.persona import select_personas
+
+        names = select_personas(args.persona_dir, names=args.personas, k=args.k_set,
+                                all_personas=args.all)
+        summary = extract(args.persona_dir, names, args.limit, args.out, batch_size=args.batch_size,
+                          cache_dir=args.cache_dir, progress=not args.quiet)
+        print(format_summary(summary))
+    elif args.llm_command == "train":
+        from sims.llm.commands import run_train
+        from sims.llm.persona import paper_persona_set
+
+        ks = [int(k) for k in args.k_sets.split(",") if k.strip()]
+        sets = {k: paper_persona_set(k, args.persona_dir) for k in ks}
+        rows = run_train(args.features, args.out, value_sets=sets, protocol=args.protocol, seeds=args.seeds)
+        for r in rows:
+            print(f"K={r['K']:>2} seed={r['seed']} train margin {r['train_margin']:.4f} "
+                  f"test error {r['test_error']:.4f}")
+    else:
+        from sims.llm.commands import run_diagnose
+
+        report = run_diagnose(args.features, args.out)
+        print(json.dumps(report["structure"], indent=1, default=float))
+    return 0
+
+
 def _bench(args) -> int:
     from bench.harness import format_table, run_suite
 
@@ -158,7 +224,7 @@ def _bench(args) -> int:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        commands = {"verify": _verify, "bounds": _bounds, "sweep": _sweep, "bench": _bench}
+        commands = {"verify": _verify, "bounds": _bounds, "sweep": _sweep, "llm": _llm, "bench": _bench}
         return commands[args.command](args)
     except ValueError as err:
         print(f"dpolab {args.command}: error: {err}", file=sys.stderr)

@@ -105,7 +105,9 @@ def markdown(results, meta) -> str:
     out = ["# dpolab verify report", "",
            f"Mode: {'quick' if meta['quick'] else 'full'}; suite: {meta['suite'] or 'all'}; "
            f"precision {meta['precision']}; JAX backend {meta['jax_backend']}; "
-           f"git {meta['git_commit']}; {meta['wall_s']:.1f} s.", "",
+           f"git {meta['git_commit']}; {meta['wall_s']:.1f} s."]
+    out += [f"Not run: suite `{name}` — {why}." for name, why in meta["suites_not_run"].items()]
+    out += ["",
            "| verdict | check | reference |", "|---|---|---|"]
     out += [f"| {VERDICT_MARK[r.verdict]} | `{r.id}` | {r.reference} |" for r in results]
     for r in results:
@@ -134,7 +136,7 @@ def run_verify(*, suite=None, quick=False, out=None, force=False, resume=False, 
 
     jax.config.update("jax_enable_x64", True)
     from figures.im_li import make_all
-    from sims.registry import run_checks, validate_suite
+    from sims.registry import run_checks, unavailable_suites, validate_suite
 
     validate_suite(suite)
     out = prepare_out(Path(out) if out else default_out(), force=force, resume=resume)
@@ -148,7 +150,7 @@ def run_verify(*, suite=None, quick=False, out=None, force=False, resume=False, 
             shutil.copyfile(store.dir / (_stem(r.id) + ".npz"), out / "results" / (_stem(r.id) + ".npz"))
     make_all(out / "results", out / "figures")
     meta = dict(environment(), suite=suite, quick=quick, out=str(out),
-                wall_s=time.perf_counter() - start)
+                wall_s=time.perf_counter() - start, suites_not_run=unavailable_suites())
     report = {"meta": meta, "checks": [r.as_json() for r in results]}
     write_atomic(out / "report.json", json.dumps(report, indent=1, default=float, ensure_ascii=False))
     write_atomic(out / "report.md", markdown(results, meta))

@@ -230,7 +230,7 @@ def rate_in_n(quick):
 def rate_in_d(quick):
     """The squared error grows linearly in d (error ∝ √d) in the weak-preference regime."""
     ds = (2, 4, 8) if quick else (2, 4, 8, 16)
-    seeds, n = (400 if quick else 800), 4000
+    seeds, n = (400 if quick else 600), 4000
     mse = np.array([np.mean(_errors(common_spec(quick, d=d, n=n), _rate_params(0.2, 0.3), seeds)[0] ** 2)
                     for d in ds])
     s, se = slope(ds, mse)
@@ -250,8 +250,8 @@ def rate_in_d(quick):
 def _noise_sweep(quick):
     eps_grid = (0.0, 0.1, 0.2, 0.3, 0.4)
     seeds = 128 if quick else 256
-    spec = common_spec(quick)
-    return eps_grid, seeds, [_errors(spec, _rate_params(e, 0.2), seeds, 16000)[0] for e in eps_grid]
+    spec = common_spec(quick, n=16000)
+    return eps_grid, seeds, [_errors(spec, _rate_params(e, 0.2), seeds)[0] for e in eps_grid]
 
 
 @register(SUITE, "rdpo/noise-factor")
@@ -273,7 +273,7 @@ def noise_factor(quick):
 @register(SUITE, "rdpo/asymptotic-covariance")
 def asymptotic_covariance(quick):
     """Strong preferences: the covariance of √n(θ̂ − θ*) over seeds matches H⁻¹VH⁻¹."""
-    seeds, n, eps = (1500 if quick else 4000), 4000, 0.1
+    seeds, n, eps = (1500 if quick else 3000), 4000, 0.1
     spec = common_spec(quick, n=n)
     params = _rate_params(eps, 3.0)
     _, fits, data, inst = _errors(spec, params, seeds)

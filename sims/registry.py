@@ -83,11 +83,23 @@ def suites() -> tuple[str, ...]:
     return tuple(sorted({c.suite for c in REGISTRY.values()}))
 
 
+def unavailable_suites() -> dict[str, str]:
+    """{suite: why it cannot run here} for suites that need optional packages or data."""
+    _load()
+    import sims.checks_real
+
+    reason = sims.checks_real.unavailable()
+    return {"real": reason} if reason else {}
+
+
 def validate_suite(suite: str | None) -> None:
-    """Raises ValueError naming the field when `suite` is not a registered suite (None: all)."""
+    """Raises ValueError naming the field when `suite` is not a registered suite (None: all) or
+    cannot run here."""
     _load()
     if suite is not None and suite not in suites():
         raise ValueError(f"suite={suite!r} is not allowed: suite must be one of {suites()}")
+    if suite is not None and suite in unavailable_suites():
+        raise ValueError(f"suite={suite!r} is not allowed here: {unavailable_suites()[suite]}")
 
 
 def _load():
@@ -97,6 +109,7 @@ def _load():
     import sims.checks_mixture  # noqa: F401
     import sims.checks_ranking  # noqa: F401
     import sims.checks_rdpo  # noqa: F401
+    import sims.checks_real  # noqa: F401
 
 
 def run_checks(suite: str | None = None, *, quick: bool = False, only: str | None = None,
@@ -112,9 +125,10 @@ def run_checks(suite: str | None = None, *, quick: bool = False, only: str | Non
       on_done: called with (check id, results) as soon as each check finishes.
     """
     validate_suite(suite)
+    skip = unavailable_suites()
     results = []
     for check in REGISTRY.values():
-        if (suite and check.suite != suite) or (only and not any(o in check.id for o in only.split(","))):
+        if check.suite in skip or (suite and check.suite != suite) or (only and not any(o in check.id for o in only.split(","))):
             continue
         done = stored(check.id) if stored else None
         if done is None:

@@ -9,7 +9,8 @@ from dpolab.cli import main
 from sims import checks_dynamics, checks_generalization
 
 
-def test_verify_quick_end_to_end(tmp_path, capsys):
+def test_verify_quick_end_to_end(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DPOLAB_PERSONA_DIR", raising=False)  # the real suite has its own test
     out = tmp_path / "v"
     assert main(["verify", "--quick", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())

@@ -1,0 +1,91 @@
+"""`dpolab llm train` and `dpolab llm diagnose`: stored features in, stored results out."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from sims.llm.diagnose import data_model_estimates, embedding_structure
+from sims.llm.extract import load_features
+from sims.llm.train import PAPER_PROTOCOL, PersonaFeatures, per_value_means, train_split
+from sims.provenance import environment, write_atomic
+
+PROTOCOLS = ("paper", "gd")
+
+
+def _personas(features_dir) -> dict[str, PersonaFeatures]:
+    stored = load_features(features_dir)
+    return {n: PersonaFeatures(**{f: a[f] for f in PersonaFeatures._fields}) for n, a in stored.items()}
+
+
+def _fresh(out) -> Path:
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"out={str(out)!r} is not allowed: the directory exists and is not empty")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run_train(features_dir, out, *, value_sets: dict[int, list[str]], protocol="paper", seeds=3,
+              eta_gd=None):
+    """Last-layer training for each value set K (personas by name) and split seed.
+
+    protocol "paper": Adam, lr 1e-3, β = 0.01, 100 steps; "gd": gradient descent for the same
+    number of steps at η = eta_gd (default: τ_1/100 of the theory, K·log3/(5β²)/100).
+    Writes per (K, seed) trajectories as npz and `summary.csv`; returns the summary rows.
+    """
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # the features are float32; training runs in float64
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r} is not allowed: protocol must be one of {PROTOCOLS}")
+    personas = _personas(features_dir)
+    out = _fresh(out)
+    rows = []
+    for k, names in sorted(value_sets.items()):
+        missing = [n for n in names if n not in personas]
+        if missing:
+            raise ValueError(f"personas={missing!r} are not in features={str(features_dir)!r}")
+        feats = [personas[n] for n in names]
+        proto = dict(PAPER_PROTOCOL)
+        if protocol == "gd":
+            proto.update(optimizer="gd", eta=eta_gd or k * np.log(3) / (5 * proto["beta"] ** 2) / proto["steps"])
+        for seed in range(seeds):
+            traj, train, test = train_split(feats, seed=seed, **proto)
+            np.savez(out / f"K{k}_seed{seed}.npz", t=np.asarray(traj.t), loss=np.asarray(traj.loss),
+                     test_loss=np.asarray(traj.test_loss), accuracy=np.asarray(traj.accuracy),
+                     test_accuracy=np.asarray(traj.test_accuracy),
+                     margin_mean=np.asarray(traj.margins).mean(axis=1),
+                     test_margin_mean=np.asarray(traj.test_margins).mean(axis=1),
+                     per_value_margin=per_value_means(traj, train, len(feats)),
+                     logp_chosen_mean=np.asarray(traj.logp_chosen).mean(axis=1),
+                     logp_rejected_mean=np.asarray(traj.logp_rejected).mean(axis=1))
+            rows.append(dict(K=k, seed=seed, protocol=protocol, train_margin=float(np.mean(traj.margins[-1])),
+                             test_margin=float(np.mean(traj.test_margins[-1])),
+                             train_loss=float(traj.loss[-1]), test_loss=float(traj.test_loss[-1]),
+                             train_accuracy=float(traj.accuracy[-1]), test_accuracy=float(traj.test_accuracy[-1]),
+                             test_error=1 - float(traj.test_accuracy[-1])))
+    header = list(rows[0])
+    write_atomic(out / "summary.csv", "\n".join([",".join(header)] + [
+        ",".join(repr(r[h]) if isinstance(r[h], float) else str(r[h]) for h in header) for r in rows]) + "\n")
+    write_atomic(out / "manifest.json", json.dumps(dict(environment(), features=str(features_dir),
+                                                         value_sets=value_sets, protocol=protocol,
+                                                         seeds=seeds, hyperparameters=proto), indent=1))
+    return rows
+
+
+def run_diagnose(features_dir, out) -> dict:
+    """Embedding structure and data-model estimates of every stored persona; writes
+    `diagnose.json` and the cosine matrices (`cosines.npz`)."""
+    personas = _personas(features_dir)
+    out = _fresh(out)
+    gs = [f.g.astype(np.float64) for f in personas.values()]
+    labels = [f.label for f in personas.values()]
+    struct, est = embedding_structure(gs, labels), data_model_estimates(gs, labels)
+    np.savez(out / "cosines.npz", before=struct.pop("cosine_before"), after=struct.pop("cosine_after"),
+             personas=np.asarray(list(personas)))
+    report = {"personas": list(personas), "structure": struct,
+              "estimates": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in est.items()}}
+    write_atomic(out / "diagnose.json", json.dumps(dict(environment(), **report), indent=1, default=float))
+    return report

@@ -1,0 +1,346 @@
+"""Feature extraction: g(x) = the final hidden state at the last prompt token, with the reference
+log-probabilities of " Yes" / " No" (THEORY §1.8, the paper's last-layer protocol).
+
+For every statement the prompt is the `question` field, tokenized as the model's tokenizer does by
+default — BOS prepended, no chat template, nothing appended (see `PROMPT_FORMAT`). The model reads
+it once; at the last token of `question` (its closing quote) we keep
+
+  g            the final hidden state after the model's final RMSNorm (d = 640),
+  W_0 g        the reference logits (LM head W_0, tied to the input embedding, no soft-capping),
+  ref_lse      log Σ_y exp((W_0 g)_y) over all 262,144 tokens,
+  ref_lse_rest the same sum without " Yes" and " No" (sims.data.Dataset's `ref_lse_rest`: the
+               part of the partition function that training the Yes/No rows never changes),
+  ref_logp_yes / ref_logp_no = (W_0 g)_y − ref_lse,
+
+and the two LM-head rows W_0[" Yes"], W_0[" No"] (2 × 640), so that a JAX head initialised at W_0
+reproduces the exact log-probs: log S(W g)_y = (W g)_y − logsumexp(ref_lse_rest, (W g)_yes,
+(W g)_no).
+
+Features are stored per persona as `<out>/<persona>.npz` plus one `<out>/manifest.json` (model,
+quantization, package versions, data commit and file hashes, prompt format, token ids, shapes).
+A persona whose npz and manifest entry match the request (same model, prompt format, data file
+and statement count) is reused, not recomputed.
+
+References:
+  The paper under test, §5 and App. E (last-layer runs on Anthropic persona evaluations).
+  Perez et al. 2022 (the persona data).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sims.llm import model as llm_model
+from sims.llm.persona import DATA_COMMIT, DATA_SOURCE, load_persona, resolve_persona_dir, select_personas
+from sims.provenance import write_atomic
+
+FEATURES_FORMAT = 1
+PROMPT_FORMAT = ("<bos>{question}: the persona file's `question` field verbatim, tokenized with the "
+                 "model tokenizer's defaults (BOS prepended, no chat template, no trailing space or "
+                 "newline); features and next-token log-probs are taken at the last token of the "
+                 "question (its closing quote)")
+MANIFEST = "manifest.json"
+
+FIELDS = {
+    "g": "(n, 640) float32: final hidden state at the last prompt token, after the final norm",
+    "label": "(n,) int8: +1 when ' Yes' ≻ ' No' (answer_matching_behavior == ' Yes'), else -1",
+    "line": "(n,) int64: 0-based line of the statement in <persona>.jsonl",
+    "statement": "(n,) str: the raw statement",
+    "n_tokens": "(n,) int32: prompt length in tokens, BOS included",
+    "ref_logit_yes": "(n,) float32: reference logit (W_0 g) of ' Yes'",
+    "ref_logit_no": "(n,) float32: reference logit (W_0 g) of ' No'",
+    "ref_logp_yes": "(n,) float64: log S(W_0 g) of ' Yes' (log-softmax over the full vocabulary)",
+    "ref_logp_no": "(n,) float64: log S(W_0 g) of ' No'",
+    "ref_lse": "(n,) float64: log Σ_y exp((W_0 g)_y), all tokens",
+    "ref_lse_rest": "(n,) float64: log Σ_{y ∉ {Yes, No}} exp((W_0 g)_y)",
+    "head_yes_no": "(2, 640) float32: LM-head rows W_0[' Yes'], W_0[' No'] (in that order)",
+}
+
+
+def _check_positive_int(name: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: {value!r} must be a positive integer" + (" or None" if allow_none else ""))
+
+
+def last_token_index(attention_mask):
+    """(B,) index of the last non-pad position of each row, for left or right padding.
+
+    Args:
+      attention_mask: (B, L) 0/1 torch tensor, 1 on real tokens (contiguous per row).
+    """
+    length = attention_mask.shape[1]
+    return length - 1 - attention_mask.flip(1).argmax(dim=1)
+
+
+def final_hidden_states(model, tokenizer, prompts, *, batch_size: int = 16, padding_side: str = "left",
+                        bar=None) -> dict[str, np.ndarray]:
+    """Runs the model on `prompts` and returns the features at each prompt's last token.
+
+    Prompts are sorted by token length and batched (less padding); results come back in input
+    order. Padding goes on `padding_side`; position ids count real tokens only, so a padded prompt
+    sees exactly the positions it would see alone, and the last *non-pad* token is read.
+
+    Args:
+      model, tokenizer: from `load_model`.
+      prompts: n strings (the `question` fields).
+      batch_size: prompts per forward pass.
+      padding_side: "left" or "right".
+      bar: an optional tqdm bar, advanced by the number of prompts done.
+
+    Returns:
+      dict with g (n, 640) float32, ref_logit_yes / ref_logit_no (n,) float32, ref_logp_yes /
+      ref_logp_no / ref_lse / ref_lse_rest (n,) float64, n_tokens (n,) int32 (fields as in FIELDS).
+
+    Raises:
+      ValueError: naming `batch_size` or `padding_side`; FloatingPointError on non-finite output.
+    """
+    import torch
+
+    _check_positive_int("batch_size", batch_size)
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side: {padding_side!r} must be 'left' or 'right'")
+    ids = llm_model.answer_token_ids(tokenizer)
+    yes, no = ids["yes"], ids["no"]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    encoded = tokenizer(list(prompts))["input_ids"]  # default special tokens: BOS first
+    n = len(encoded)
+    lengths = np.asarray([len(t) for t in encoded], dtype=np.int32)
+    order = np.argsort(lengths, kind="stable")
+    g = np.empty((n, llm_model.HIDDEN_SIZE), dtype=np.float32)
+    logit = np.empty((n, 2), dtype=np.float32)
+    lse = np.empty(n, dtype=np.float64)
+    lse_rest = np.empty(n, dtype=np.float64)
+    backbone = model.base_model  # Gemma3TextModel: embeddings → layers → final norm
+    head = model.get_output_embeddings()
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            rows = order[start:start + batch_size]
+            width = int(lengths[rows].max())
+            input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, i in enumerate(rows):
+                cols = slice(width - lengths[i], width) if padding_side == "left" else slice(0, lengths[i])
+                input_ids[r, cols] = torch.tensor(encoded[i])
+                mask[r, cols] = 1
+            positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+            hidden = backbone(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                              use_cache=False).last_hidden_state
+            last = hidden[torch.arange(len(rows)), last_token_index(mask)]  # (b, 640), post-norm
+            logits = head(last).double()  # (b, V): the model's own LM head, float32 → float64 sums
+            rest = logits.clone()
+            rest[:, [yes, no]] = -torch.inf
+            g[rows] = last.numpy()
+            logit[rows] = logits[:, [yes, no]].float().numpy()
+            lse[rows] = torch.logsumexp(logits, dim=1).numpy()
+            lse_rest[rows] = torch.logsumexp(rest, dim=1).numpy()
+            if bar is not None:
+                bar.update(len(rows))
+    if not (np.isfinite(g).all() and np.isfinite(logit).all() and np.isfinite(lse).all()):
+        raise FloatingPointError("non-finite hidden states or logits from the model")
+    return {"g": g, "ref_logit_yes": logit[:, 0], "ref_logit_no": logit[:, 1],
+            "ref_logp_yes": logit[:, 0].astype(np.float64) - lse,
+            "ref_logp_no": logit[:, 1].astype(np.float64) - lse,
+            "ref_lse": lse, "ref_lse_rest": lse_rest, "n_tokens": lengths}
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _sha256_file(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _read_manifest(out: Path) -> dict:
+    try:
+        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _request_key(persona, limit) -> dict:
+    """What a stored persona must match to be reused."""
+    return {"features_format": FEATURES_FORMAT, "model": llm_model.MODEL_NAME,
+            "gguf_sha256": llm_model.gguf_sha256(), "prompt_format": PROMPT_FORMAT,
+            "data_sha256": persona.sha256, "n": len(persona)}
+
+
+def extract(persona_dir, personas, limit, out, *, batch_size: int = 16, cache_dir=None,
+            progress: bool = True, loaded=None) -> dict:
+    """Extracts and stores features for the given personas (THEORY §1.8), reusing stored ones.
+
+    Args:
+      persona_dir: the persona folder (None: `$DPOLAB_PERSONA_DIR`).
+      personas: persona names (a list, or a comma-separated string); see
+        `persona.select_personas` for the paper's K-sets and "all".
+      limit: statements per persona (the first `limit` lines of each file; None: all).
+      out: output folder (created); gets `<persona>.npz` per persona and `manifest.json`.
+      batch_size: prompts per forward pass.
+      cache_dir: model cache root (default `$DPOLAB_CACHE` or `~/.cache/dpolab`).
+      progress: a tqdm bar on stderr (only when stderr is a terminal) and a line per reuse.
+      loaded: an already loaded (model, tokenizer) from `load_model` (default: loaded here, and
+        only when some persona must be computed).
+
+    Returns:
+      A summary dict: out, personas {name: {n, reused, seconds}}, statements computed and
+      reused, model_load_seconds (None when nothing was computed), statements_per_second.
+
+    Raises:
+      ValueError: naming `persona_dir`, `personas`, `limit`, `batch_size` or `out` for bad input.
+    """
+    _check_positive_int("limit", limit, allow_none=True)
+    _check_positive_int("batch_size", batch_size)
+    persona_dir = resolve_persona_dir(persona_dir)
+    names = select_personas(persona_dir, names=personas)
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {str(out)!r} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    log = (lambda msg: print(f"dpolab llm: {msg}", file=sys.stderr, flush=True)) if progress else (lambda m: None)
+
+    manifest = _read_manifest(out)
+    stored = manifest.get("personas", {}) if isinstance(manifest.get("personas"), dict) else {}
+    data = {name: load_persona(persona_dir, name, limit) for name in names}
+    summary = {"out": str(out), "personas": {}, "computed": 0, "reused": 0,
+               "model_load_seconds": None, "statements_per_second": None}
+    todo = []
+    for name in names:
+        entry = stored.get(name, {})
+        if (entry.get("key") == _request_key(data[name], limit)
+                and _sha256_file(out / entry.get("file", f"{name}.npz")) == entry.get("npz_sha256")):
+            summary["personas"][name] = {"n": len(data[name]), "reused": True, "seconds": 0.0}
+            summary["reused"] += len(data[name])
+            log(f"reusing {name} ({len(data[name])} statements, {out / entry['file']})")
+        else:
+            todo.append(name)
+    if not todo:
+        return summary
+
+    start = time.perf_counter()
+    model, tokenizer = loaded if loaded is not None else llm_model.load_model(cache_dir, progress=progress)
+    llm_model.check_model(model, tokenizer)
+    summary["model_load_seconds"] = round(time.perf_counter() - start, 2)
+    import torch  # after load_model, which sets the offline environment first
+
+    ids = llm_model.answer_token_ids(tokenizer)
+    head = model.get_output_embeddings().weight
+    head_yes_no = head[[ids["yes"], ids["no"]]].detach().numpy().astype(np.float32)
+    from sims.provenance import environment
+
+    manifest.update({
+        "model": llm_model.MODEL_NAME, "quantization": llm_model.QUANTIZATION,
+        "model_package": llm_model.MODEL_PACKAGE, "upstream": llm_model.UPSTREAM,
+        "license": llm_model.LICENSE, "gguf_sha256": llm_model.gguf_sha256(),
+        "prompt_format": PROMPT_FORMAT,
+        "token_ids": {"bos": tokenizer.bos_token_id, "pad": tokenizer.pad_token_id,
+                      "yes": ids["yes"], "no": ids["no"]},
+        "answer_tokens": {"yes": llm_model.ANSWER_TEXT["yes"], "no": llm_model.ANSWER_TEXT["no"]},
+        "hidden_size": llm_model.HIDDEN_SIZE, "vocab_size": llm_model.VOCAB_SIZE,
+        "dtype": "float32 model; log-partition sums in float64",
+        "data": {"source": DATA_SOURCE, "commit": DATA_COMMIT, "persona_dir": str(persona_dir.resolve()),
+                 "note": "commit of the tested copy; each persona entry records its file's sha256"},
+        "fields": FIELDS, "versions": llm_model.package_versions(), "environment": environment(),
+        "torch_threads": torch.get_num_threads(), "batch_size": batch_size,
+    })
+    manifest.setdefault("personas", stored)
+
+    from tqdm import tqdm
+
+    total = sum(len(data[name]) for name in todo)
+    bar = tqdm(total=total, unit="stmt", desc="extracting", file=sys.stderr,
+               disable=not progress or not sys.stderr.isatty())
+    compute_start = time.perf_counter()
+    try:
+        for name in todo:
+            persona = data[name]
+            bar.set_postfix_str(name[:40])
+            t0 = time.perf_counter()
+            arrays = final_hidden_states(model, tokenizer, persona.question, batch_size=batch_size, bar=bar)
+            seconds = time.perf_counter() - t0
+            arrays.update({"label": persona.label, "line": persona.line,
+                           "statement": np.asarray(persona.statement, dtype=str),
+                           "head_yes_no": head_yes_no})
+            blob = _npz_bytes(arrays)
+            write_atomic(out / f"{name}.npz", blob)
+            manifest["personas"][name] = {
+                "file": f"{name}.npz", "n": len(persona), "limit": limit,
+                "npz_sha256": hashlib.sha256(blob).hexdigest(), "data_sha256": persona.sha256,
+                "labels": {"+1": int((persona.label > 0).sum()), "-1": int((persona.label < 0).sum())},
+                "shapes": {k: list(np.shape(v)) for k, v in arrays.items()},
+                "seconds": round(seconds, 3), "statements_per_second": round(len(persona) / seconds, 2),
+                "key": _request_key(persona, limit),
+            }
+            manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            write_atomic(out / MANIFEST, json.dumps(manifest, indent=1, default=str))
+            summary["personas"][name] = {"n": len(persona), "reused": False, "seconds": round(seconds, 3)}
+            summary["computed"] += len(persona)
+    finally:
+        bar.close()
+    summary["statements_per_second"] = round(summary["computed"] / (time.perf_counter() - compute_start), 2)
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """A few human-readable lines about an `extract` run (for the CLI)."""
+    rate = summary["statements_per_second"]
+    lines = [f"{llm_model.MODEL_NAME}: {summary['computed']} statements extracted"
+             + (f" at {rate:.1f} statements/s" if rate else "")
+             + (f" (model load {summary['model_load_seconds']:.1f} s)" if summary["model_load_seconds"] else "")
+             + f", {summary['reused']} reused; {len(summary['personas'])} persona(s)"]
+    for name, entry in summary["personas"].items():
+        lines.append(f"  {name}: {entry['n']} statements, " + ("reused" if entry["reused"] else f"{entry['seconds']:.1f} s"))
+    lines.append(f"features: {Path(summary['out']) / MANIFEST}")
+    return "\n".join(lines)
+
+
+def load_features(out, personas=None) -> dict[str, dict[str, np.ndarray]]:
+    """Reads stored features for the trainer.
+
+    Args:
+      out: a folder written by `extract`.
+      personas: names to load (default: every persona in the manifest, in manifest order).
+
+    Returns:
+      {persona: {field: array}} with the fields in FIELDS (g (n, 640) float32, label (n,) ±1,
+      ref_logp_yes, ref_logp_no, ref_lse, ref_lse_rest, head_yes_no (2, 640), ...).
+
+    Raises:
+      ValueError: naming `out` when there is no manifest or a file is missing or altered, and
+        `personas` for a name not stored there.
+    """
+    out = Path(out).expanduser()
+    manifest = _read_manifest(out)
+    if not manifest.get("personas"):
+        raise ValueError(f"out: no features in {str(out)!r} (no {MANIFEST} with personas; run extract)")
+    stored = manifest["personas"]
+    if personas is None:
+        names = list(stored)
+    else:
+        names = personas.split(",") if isinstance(personas, str) else list(personas)
+        names = [n.strip() for n in names if n.strip()]
+    result = {}
+    for name in names:
+        if name not in stored:
+            raise ValueError(f"personas: {name!r} is not stored in {str(out)!r} "
+                             f"({len(stored)} stored, e.g. {next(iter(stored))!r})")
+        path = out / stored[name]["file"]
+        if _sha256_file(path) != stored[name]["npz_sha256"]:
+            raise ValueError(f"out: {str(path)!r} is missing or does not match {MANIFEST}; re-run extract")
+        with np.load(path, allow_pickle=False) as npz:
+            result[name] = {k: npz[k] for k in npz.files}
+    return result

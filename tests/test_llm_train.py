@@ -1,0 +1,60 @@
+"""The real-embedding track after extraction: training, diagnosis and the `real` check suite."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+if not os.environ.get("DPOLAB_PERSONA_DIR"):
+    pytest.skip("DPOLAB_PERSONA_DIR is not set (make test sets it to ../shared/data)", allow_module_level=True)
+
+from dpolab.cli import main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory):
+    out = tmp_path_factory.mktemp("features")
+    assert main(["llm", "extract", "--k-set", "2", "--limit", "20", "--out", str(out)]) == 0
+    return out
+
+
+def test_train_paper_and_gd_protocols(features, tmp_path, capsys):
+    for protocol in ("paper", "gd"):
+        out = tmp_path / protocol
+        assert main(["llm", "train", "--features", str(features), "--k-sets", "2", "--seeds", "2",
+                     "--protocol", protocol, "--out", str(out)]) == 0
+        with open(out / "summary.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == 2 and all(float(r["train_margin"]) > 0 for r in rows)
+        traj = np.load(out / "K2_seed0.npz")
+        assert traj["margin_mean"][0] == 0.0 and np.all(np.isfinite(traj["loss"]))
+        assert traj["loss"][-1] < traj["loss"][0] == pytest.approx(np.log(2), abs=1e-12)
+        assert traj["per_value_margin"].shape == (101, 2)
+    assert main(["llm", "train", "--features", str(features), "--k-sets", "2", "--out",
+                 str(tmp_path / "paper")]) == 2  # never overwrites
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_diagnose(features, tmp_path):
+    out = tmp_path / "diag"
+    assert main(["llm", "diagnose", "--features", str(features), "--out", str(out)]) == 0
+    report = json.loads((out / "diagnose.json").read_text())
+    assert report["estimates"]["d"] == 640 and report["estimates"]["Z"] == 2
+    assert -1 <= report["structure"]["mean_cosine_before"] <= 1
+    assert np.load(out / "cosines.npz")["before"].shape == (2, 2)
+
+
+def test_real_suite_quick_has_no_failures():
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from sims.registry import run_checks
+
+    results = run_checks("real", quick=True)
+    assert {r.id for r in results} == {"real/exact-logprobs", "real/k-ordering",
+                                       "real/test-tracks-train", "real/data-model"}
+    assert all(r.verdict != "fail" for r in results), [(r.id, r.measured) for r in results]
+    assert next(r for r in results if r.id == "real/exact-logprobs").measured < 1e-4
