@@ -116,6 +116,7 @@ def _load_suites() -> None:
     """Imports the modules that register suites (they import this module, hence lazily)."""
     import bench.im_li  # noqa: F401  (registers "im-li")
     import bench.rdpo  # noqa: F401  (registers "rdpo")
+    import bench.sweep  # noqa: F401  (registers "sweep")
 
 
 def run_suite(name: str, *, quick: bool = False) -> dict:

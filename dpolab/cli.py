@@ -12,6 +12,7 @@
   dpolab llm extract --persona-dir DIR (--personas A,B | --k-set K | --all) [--limit N] --out DIR
   dpolab llm train --features DIR --out DIR [--k-sets 1,2,4] [--protocol paper|gd] [--seeds N]
   dpolab llm diagnose --features DIR --out DIR
+  dpolab llm hh [--hh-path FILE] [--limit N] [--seeds N] --out DIR
   dpolab bench [--suite NAME] [--quick] [--json]
 
 Bad input prints one line naming the field and exits with code 2; `verify` exits 1 iff a check
@@ -105,6 +106,11 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--protocol", default="paper", help="paper (Adam, lr 1e-3, β=0.01, 100 steps) or gd")
     tr.add_argument("--seeds", type=int, default=3, help="split seeds")
     tr.add_argument("--out", required=True)
+    hh = llm_sub.add_parser("hh", help="DPO, cDPO and rDPO on HH-RLHF features under injected flips")
+    hh.add_argument("--hh-path", help="harmless-base-test.jsonl.gz (default $DPOLAB_HH_PATH)")
+    hh.add_argument("--limit", type=int, default=500, help="pairs (the first N of the file)")
+    hh.add_argument("--seeds", type=int, default=5, help="split and flip seeds")
+    hh.add_argument("--out", required=True, help="features cache and results (hh_results.csv)")
     dg = llm_sub.add_parser("diagnose", help="embedding structure and the theorem's conditions")
     dg.add_argument("--features", required=True)
     dg.add_argument("--out", required=True)
@@ -205,6 +211,11 @@ def _llm_command(args) -> int:
         for r in rows:
             print(f"K={r['K']:>2} seed={r['seed']} train margin {r['train_margin']:.4f} "
                   f"test error {r['test_error']:.4f}")
+    elif args.llm_command == "hh":
+        from sims.llm.hh import extract_hh, rdpo_on_real, write_results
+
+        rows = rdpo_on_real(extract_hh(args.hh_path, args.limit, args.out), seeds=args.seeds)
+        print(write_results(rows, args.out))
     else:
         from sims.llm.commands import run_diagnose
 

@@ -152,7 +152,14 @@ def probability_finding(quick):
     """The stated success probability is vacuous (≤ 0) for every practical Q, even ignoring c."""
     Qs = np.unique(np.round(np.logspace(np.log10(40), 6, 400)).astype(int))
     values = np.asarray([im_li.probability_statement_upper_value(K=1, Q=int(q)) for q in Qs])
-    first = int(Qs[np.argmax(values > 0)]) if np.any(values > 0) else None
+    first = None
+    if np.any(values > 0):  # refine between the last grid point ≤ 0 and the first > 0
+        hi = int(Qs[np.argmax(values > 0)])
+        lo = int(Qs[np.argmax(values > 0) - 1])
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if im_li.probability_statement_upper_value(K=1, Q=mid) <= 0 else (lo, mid)
+        first = hi
     return CheckResult(
         id="im-li/probability-statement", reference="Im & Li Theorem 4.2 (probability statement)",
         claim="Theorem 4.2 holds with probability ≥ 1 − 8KQ^{9/4}exp(−min(c√Q/5, Q^{3/4}/256))",

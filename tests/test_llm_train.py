@@ -58,3 +58,21 @@ def test_real_suite_quick_has_no_failures():
                                        "real/test-tracks-train", "real/data-model"}
     assert all(r.verdict != "fail" for r in results), [(r.id, r.measured) for r in results]
     assert next(r for r in results if r.id == "real/exact-logprobs").measured < 1e-4
+
+
+def test_hh_rdpo_pipeline(tmp_path):
+    from pathlib import Path
+
+    from sims.llm.hh import extract_hh, rdpo_on_real, write_results
+
+    hh = Path(os.environ["DPOLAB_PERSONA_DIR"]).parents[1] / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+    if not hh.exists():
+        pytest.skip("no HH-RLHF data beside the persona data")
+    features = extract_hh(hh, 12, tmp_path)
+    stamp = features.stat().st_mtime_ns
+    assert extract_hh(hh, 12, tmp_path).stat().st_mtime_ns == stamp  # reused
+    with np.load(features) as f:
+        assert f["phi_chosen"].shape == (12, 640) and np.all(np.isfinite(f["phi_rejected"]))
+    rows = rdpo_on_real(features, eps_grid=(0.0, 0.3), seeds=1, steps=20)
+    assert len(rows) == 2 * 3 and all(0 <= r["test_accuracy"] <= 1 for r in rows)
+    assert "rdpo" in write_results(rows, tmp_path) and (tmp_path / "hh_results.csv").exists()
