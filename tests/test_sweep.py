@@ -180,3 +180,21 @@ def test_grid_is_laid_over_several_devices(tmp_path):
         assert int(chunk["devices"]) == 4
     with np.load(tmp_path / "one" / "chunks" / "00000.npz") as chunk:
         assert int(chunk["devices"]) == 1
+
+
+def test_float32_sweep_agrees_with_float64_to_float32_precision(tmp_path):
+    text64 = SPEC.format(seeds=2, chunk=4, Q=10, steps=10)
+    text32 = text64.replace('precision = "float64"', 'precision = "float32"')
+    r64 = rows(run_sweep(write_spec(tmp_path, "a.toml", text=text64), tmp_path / "a", quiet=True))
+    r32 = rows(run_sweep(write_spec(tmp_path, "b.toml", text=text32), tmp_path / "b", quiet=True))
+    manifest = (tmp_path / "b" / "manifest.json").read_text()
+    assert '"precision": "float32"' in manifest
+    eps32 = 1.2e-7
+    noise_free = [(a, b) for a, b in zip(r64, r32) if a["v"] == "0.0"]  # float32 draws differ
+    assert len(noise_free) == 4
+    for a, b in noise_free:
+        for key in ("margin_mean", "margin_min", "final_loss"):
+            # ~10 steps of O(1) float32 arithmetic over N = 2KQ ≤ 40 samples: a few hundred ulps
+            assert float(b[key]) == pytest.approx(float(a[key]), rel=1e3 * eps32, abs=1e3 * eps32)
+        assert float(b["margin_min"]) != float(a["margin_min"])  # really computed in float32
+    assert all(b["nonfinite"] == "False" for b in r32)
