@@ -190,12 +190,14 @@ def format_table(result: dict) -> str:
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
     lines.append("")
-    lines.append(f"compile (lower + compile, excluded from s/step): {result.get('compile_s', 0):.3f} s")
-    bw = result.get("bandwidth_methods_gb_s", {})
-    lines.append(f"read bandwidth: {result.get('bandwidth_gb_s', 0):.2f} GB/s = max of "
-                 + ", ".join(f"{k} {v:.2f}" for k, v in bw.items())
-                 + f" (array {cfg.get('bandwidth_array_bytes', 0) / 2**30:.2f} GiB"
-                 f", LLC {cfg.get('llc_bytes', 0) / 2**20:.0f} MiB)")
+    if result.get("suite") == "im-li":  # the other suites describe compile time in their notes
+        lines.append(f"compile (lower + compile, excluded from s/step): {result['compile_s']:.3f} s")
+    if "bandwidth_gb_s" in result:
+        bw = result.get("bandwidth_methods_gb_s", {})
+        lines.append(f"read bandwidth: {result['bandwidth_gb_s']:.2f} GB/s = max of "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in bw.items())
+                     + f" (array {cfg.get('bandwidth_array_bytes', 0) / 2**30:.2f} GiB"
+                     f", LLC {cfg.get('llc_bytes', 0) / 2**20:.0f} MiB)")
     if "bandwidth_working_set_gb_s" in result:
         lines.append(f"read bandwidth on a features-sized array (cache may help): "
                      f"{result['bandwidth_working_set_gb_s']:.2f} GB/s")

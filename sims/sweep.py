@@ -142,7 +142,8 @@ class SweepStore:
     def finish(self, wall_s: float) -> Path:
         """Merges every chunk into summary.csv (one row per grid point and seed)."""
         sim = SIMULATIONS[self.spec.simulation]
-        points = [sim.resolved(p) for p in self.spec.points()]
+        with jax.enable_x64(self.spec.precision == "float64"):  # the values the chunks used
+            points = [sim.resolved(p) for p in self.spec.points()]
         rows = {}
         for i in range(len(self.plan)):
             with np.load(self._paths(i)[1]) as data:
@@ -150,7 +151,7 @@ class SweepStore:
                     for s in range(self.spec.seeds):
                         rows[(int(p), s)] = {m: data[m][j, s].item() for m in sim.metrics}
         params = list(sim.params)
-        bounds = {i: sim.bounds(points[i]) for i in range(len(points))}
+        bounds = {i: sim.bounds(points[i]) for i in range(len(points))}  # float64 closed forms
         header = ["point", "seed"] + params + list(sim.metrics) + list(next(iter(bounds.values())))
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")

@@ -1,6 +1,7 @@
 """Tests for the Ray backend of the sweep engine: bit-identical results to the local backend, a
-worker killed mid-chunk (the chunk is retried and the sweep completes unchanged), argument checks
-before Ray starts, and the quick "sweep" benchmark. Skipped when Ray is not installed."""
+worker killed mid-chunk (the chunk is retried and the sweep completes unchanged), workers pinned
+to distinct CPUs, argument and address errors, and the quick "sweep" benchmark. Skipped when Ray
+is not installed."""
 import json
 import os
 import signal
