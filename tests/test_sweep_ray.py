@@ -62,6 +62,40 @@ def test_ray_backend_gives_a_byte_identical_summary(spec_path, local_summary, tm
     assert not ray.is_initialized()
 
 
+def test_an_existing_cluster_is_used_and_left_running(spec_path, local_summary, tmp_path):
+    """`--address` joins a Ray cluster started outside dpolab (`ray start --head`), which keeps
+    running afterwards. The head runs with --block in its own process group, so the test stops
+    exactly that cluster (not `ray stop`, which would stop every Ray on the machine)."""
+    import random
+
+    ray_bin = Path(sys.executable).parent / "ray"
+    port = random.randint(20000, 40000)
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    head = subprocess.Popen([str(ray_bin), "start", "--head", f"--port={port}", "--num-cpus=2",
+                             "--include-dashboard=false", "--block"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        address = f"127.0.0.1:{port}"
+        deadline = time.time() + 90
+        while subprocess.run([str(ray_bin), "status", f"--address={address}"], env=env,
+                             capture_output=True, timeout=60).returncode != 0:
+            assert time.time() < deadline, "the Ray head did not come up"
+            time.sleep(1)
+        out = tmp_path / "cluster"
+        assert main(["sweep", str(spec_path), "--out", str(out), "--backend", "ray",
+                     "--address", address, "--quiet"]) == 0
+        assert (out / "summary.csv").read_bytes() == local_summary
+        assert head.poll() is None  # the cluster outlives the sweep
+        assert subprocess.run([str(ray_bin), "status", f"--address={address}"], env=env,
+                              capture_output=True, timeout=60).returncode == 0
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
 def test_num_workers_is_checked_before_ray_starts(bad):
     import ray
