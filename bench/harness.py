@@ -117,6 +117,7 @@ def _load_suites() -> None:
     import bench.im_li  # noqa: F401  (registers "im-li")
     import bench.rdpo  # noqa: F401  (registers "rdpo")
     import bench.sweep  # noqa: F401  (registers "sweep")
+    import bench.llm  # noqa: F401  (registers "llm")
 
 
 def run_suite(name: str, *, quick: bool = False) -> dict:
@@ -156,10 +157,12 @@ def format_table(result: dict) -> str:
     """A readable table of a suite result (`run_suite`'s dict)."""
     cfg = result.get("config", {})
     steps = cfg.get("steps")
+    described = (f"K={cfg.get('K')} Q={cfg.get('Q')} d={cfg.get('d')} N={cfg.get('N')} steps={steps} "
+                 f"optimizer=gd loss=dpo vocab={cfg.get('vocab')}" if result.get("suite") == "im-li"
+                 else ", ".join(f"{k}={v}" for k, v in cfg.items()))
     head = (f"dpolab bench: suite {result.get('suite', '?')}"
             f"{' (QUICK config: timings not meaningful)' if result.get('quick') else ''}\n"
-            f"config: K={cfg.get('K')} Q={cfg.get('Q')} d={cfg.get('d')} N={cfg.get('N')} "
-            f"steps={steps} optimizer=gd loss=dpo vocab={cfg.get('vocab')} | "
+            f"config: {described} | "
             f"backend={result.get('jax_backend')} precision={result.get('precision')}")
     targets = result.get("targets", {})
     meets = result.get("meets_targets", {})

@@ -76,3 +76,12 @@ def test_hh_rdpo_pipeline(tmp_path):
     rows = rdpo_on_real(features, eps_grid=(0.0, 0.3), seeds=1, steps=20)
     assert len(rows) == 2 * 3 and all(0 <= r["test_accuracy"] <= 1 for r in rows)
     assert "rdpo" in write_results(rows, tmp_path) and (tmp_path / "hh_results.csv").exists()
+
+
+def test_llm_bench_quick_reports_throughput_and_reuse():
+    from bench.harness import format_table, run_suite
+
+    result = run_suite("llm", quick=True)
+    assert result["all_reused"] is True and result["statements"] == 16
+    assert result["statements_per_second"] > 0 and result["reuse_speedup"] > 1
+    assert "reused" in format_table(result)
