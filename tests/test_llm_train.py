@@ -33,6 +33,8 @@ def test_train_paper_and_gd_protocols(features, tmp_path, capsys):
         assert traj["margin_mean"][0] == 0.0 and np.all(np.isfinite(traj["loss"]))
         assert traj["loss"][-1] < traj["loss"][0] == pytest.approx(np.log(2), abs=1e-12)
         assert traj["per_value_margin"].shape == (101, 2)
+        assert traj["margins"].shape == (101, len(traj["value"])) and traj["logp_chosen"].shape[0] == 101
+        np.testing.assert_allclose(traj["margins"].mean(axis=1), traj["margin_mean"], rtol=1e-12)
     assert main(["llm", "train", "--features", str(features), "--k-sets", "2", "--out",
                  str(tmp_path / "paper")]) == 2  # never overwrites
     assert "not empty" in capsys.readouterr().err

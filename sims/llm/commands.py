@@ -33,7 +33,9 @@ def run_train(features_dir, out, *, value_sets: dict[int, list[str]], protocol="
 
     protocol "paper": Adam, lr 1e-3, β = 0.01, 100 steps; "gd": gradient descent for the same
     number of steps at η = eta_gd (default: τ_1/100 of the theory, K·log3/(5β²)/100).
-    Writes per (K, seed) trajectories as npz and `summary.csv`; returns the summary rows.
+    Writes per (K, seed) trajectories as npz (per-sample train/held-out margins and chosen/rejected
+    log-probs at every step, the value of each sample, mean curves) and `summary.csv`; returns the
+    summary rows.
     """
     import jax
 
@@ -59,8 +61,10 @@ def run_train(features_dir, out, *, value_sets: dict[int, list[str]], protocol="
                      margin_mean=np.asarray(traj.margins).mean(axis=1),
                      test_margin_mean=np.asarray(traj.test_margins).mean(axis=1),
                      per_value_margin=per_value_means(traj, train, len(feats)),
-                     logp_chosen_mean=np.asarray(traj.logp_chosen).mean(axis=1),
-                     logp_rejected_mean=np.asarray(traj.logp_rejected).mean(axis=1))
+                     margins=np.asarray(traj.margins), test_margins=np.asarray(traj.test_margins),
+                     logp_chosen=np.asarray(traj.logp_chosen),
+                     logp_rejected=np.asarray(traj.logp_rejected),
+                     value=np.asarray(train.value), test_value=np.asarray(test.value))
             rows.append(dict(K=k, seed=seed, protocol=protocol, train_margin=float(np.mean(traj.margins[-1])),
                              test_margin=float(np.mean(traj.test_margins[-1])),
                              train_loss=float(traj.loss[-1]), test_loss=float(traj.test_loss[-1]),
