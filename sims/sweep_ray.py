@@ -109,8 +109,10 @@ def start_local_ray(num_cpus: int) -> None:
         # Ray starts its processes by fork + exec, which JAX's fork warning does not distinguish.
         warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called",
                                 category=RuntimeWarning)
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.ERROR,
-                 log_to_driver=True)
+        # address="local": always a new local instance, never a cluster found through
+        # $RAY_ADDRESS or a (possibly stale) /tmp/ray/ray_current_cluster
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 logging_level=logging.ERROR, log_to_driver=True)
 
 
 def run_ray(spec, store, todo: Iterable[int], *, address: str | None = None,

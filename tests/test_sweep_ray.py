@@ -72,7 +72,8 @@ def test_an_existing_cluster_is_used_and_left_running(spec_path, local_summary, 
     port = random.randint(20000, 40000)
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     head = subprocess.Popen([str(ray_bin), "start", "--head", f"--port={port}", "--num-cpus=2",
-                             "--include-dashboard=false", "--block"], env=env,
+                             "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--block"],
+                            env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         address = f"127.0.0.1:{port}"
@@ -94,6 +95,9 @@ def test_an_existing_cluster_is_used_and_left_running(spec_path, local_summary, 
             head.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+        marker = Path("/tmp/ray/ray_current_cluster")  # `ray start` leaves it; ours only
+        if marker.exists() and marker.read_text().strip().endswith(f":{port}"):
+            marker.unlink()
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
