@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import datetime
+import io
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -73,9 +73,9 @@ class CheckStore:
     def save(self, check_id, results):
         for r in results:
             if r.artifacts:
-                tmp = self.dir / (_stem(r.id) + ".tmp.npz")
-                np.savez(tmp, **{k: np.asarray(v) for k, v in r.artifacts.items()})
-                os.replace(tmp, self.dir / (_stem(r.id) + ".npz"))
+                buf = io.BytesIO()
+                np.savez(buf, **{k: np.asarray(v) for k, v in r.artifacts.items()})
+                write_atomic(self.dir / (_stem(r.id) + ".npz"), buf.getvalue())
         write_atomic(self.dir / (_stem(check_id) + ".json"),
                      json.dumps([r.as_json() for r in results], default=float, ensure_ascii=False))
 
