@@ -104,3 +104,13 @@ def test_subgroup_check_fails_when_the_bound_is_doubled(monkeypatch):
     real = M.subgroup_lower_bound
     monkeypatch.setattr(M, "subgroup_lower_bound", lambda *a, **k: 2 * real(*a, **k))
     assert checks_mixture.subgroup_bound(True).verdict == "fail"
+
+
+def test_ranking_equivalence_check_fails_with_the_threshold_sign_flipped(monkeypatch):
+    from sims import checks_ranking
+    import theory.ranking as R
+
+    real = R.loss_threshold
+    monkeypatch.setattr(R, "loss_threshold", lambda c, **kw: real(-c, **kw))
+    result = checks_ranking.threshold_equivalence(True)
+    assert result.verdict == "fail" and result.measured["DPO mismatches"] > 0
