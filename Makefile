@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Real data for the real-embedding track: the shared data folder beside the checkout, unless set.
 PERSONA_DIR ?= $(abspath $(CURDIR)/../shared/data/anthropic-evals/persona)
+HH_PATH ?= $(abspath $(CURDIR)/../shared/data/hh-rlhf/harmless-base-test.jsonl.gz)
 
 $(BIN)/dpolab: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +20,8 @@ verify: $(BIN)/dpolab
 	$(BIN)/dpolab verify
 
 test: $(BIN)/dpolab
-	DPOLAB_PERSONA_DIR="$${DPOLAB_PERSONA_DIR:-$(PERSONA_DIR)}" $(BIN)/python -m pytest -q
+	DPOLAB_PERSONA_DIR="$${DPOLAB_PERSONA_DIR:-$(PERSONA_DIR)}" \
+	DPOLAB_HH_PATH="$${DPOLAB_HH_PATH:-$(HH_PATH)}" $(BIN)/python -m pytest -q
 
 bench: $(BIN)/dpolab
 	$(BIN)/dpolab bench

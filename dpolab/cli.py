@@ -14,6 +14,10 @@
   dpolab llm diagnose --features DIR --out DIR
   dpolab llm hh [--hh-path FILE] [--limit N] [--seeds N] --out DIR
   dpolab bench [--suite NAME] [--quick] [--json]
+  dpolab repro [--only NAME,..] [--quick] --out DIR [--resume | --force] [--persona-dir DIR]
+               [--hh-path FILE] [--cache-dir DIR]
+  dpolab audit [--only NAME,..] [--quick] --out DIR [--resume | --force] [--persona-dir DIR]
+               [--hh-path FILE] [--cache-dir DIR]
 
 Bad input prints one line naming the field and exits with code 2; `verify` exits 1 iff a check
 fails (findings never fail a run).
@@ -114,6 +118,19 @@ def _parser() -> argparse.ArgumentParser:
     dg = llm_sub.add_parser("diagnose", help="embedding structure and the theorem's conditions")
     dg.add_argument("--features", required=True)
     dg.add_argument("--out", required=True)
+
+    for name, text in (("repro", "regenerate the papers' figures and tables from stored results"),
+                       ("audit", "answer the papers' open questions with experiments (audit.md)")):
+        r = sub.add_parser(name, help=text)
+        r.add_argument("--only", help="comma-separated item names (default: all)")
+        r.add_argument("--quick", action="store_true", help="small sizes (for the test suite)")
+        r.add_argument("--out", required=True, help="output directory")
+        again = r.add_mutually_exclusive_group()
+        again.add_argument("--resume", action="store_true", help="finish an interrupted run in --out")
+        again.add_argument("--force", action="store_true", help=f"replace an earlier {name} run in --out")
+        r.add_argument("--persona-dir", help="persona/ folder of anthropics/evals (default $DPOLAB_PERSONA_DIR)")
+        r.add_argument("--hh-path", help="HH-RLHF harmless-base-test.jsonl.gz (default $DPOLAB_HH_PATH)")
+        r.add_argument("--cache-dir", help="model cache (default $DPOLAB_CACHE or ~/.cache/dpolab)")
 
     c = sub.add_parser("bench", help="speed of the fast path against baselines and the memory floor")
     c.add_argument("--suite", default="im-li")
@@ -232,10 +249,27 @@ def _bench(args) -> int:
     return 0
 
 
+def _experiments(args) -> int:
+    from sims.experiments import summary_lines
+
+    if args.command == "repro":
+        from paper_repro import run_repro as run
+    else:
+        from audit import run_audit as run
+    progress = lambda name: print(f"  computing {name} …", file=sys.stderr, flush=True)
+    manifest, out = run(out=args.out, quick=args.quick, only=args.only, force=args.force,
+                        resume=args.resume, persona_dir=args.persona_dir, hh_path=args.hh_path,
+                        cache_dir=args.cache_dir, progress=progress)
+    print("\n".join(summary_lines(manifest)))
+    print(f"{args.command}: {out} ({manifest['wall_s']:.0f} s)")
+    return 0
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        commands = {"verify": _verify, "bounds": _bounds, "sweep": _sweep, "llm": _llm, "bench": _bench}
+        commands = {"verify": _verify, "bounds": _bounds, "sweep": _sweep, "llm": _llm, "bench": _bench,
+                    "repro": _experiments, "audit": _experiments}
         return commands[args.command](args)
     except ValueError as err:
         print(f"dpolab {args.command}: error: {err}", file=sys.stderr)

@@ -135,6 +135,7 @@ def run_verify(*, suite=None, quick=False, out=None, force=False, resume=False, 
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    import audit.checks  # noqa: F401  (registers suite `audit`: the audit's quick-size answers)
     from figures.im_li import make_all
     from sims.registry import run_checks, unavailable_suites, validate_suite
 

@@ -143,6 +143,10 @@ class SimParams(NamedTuple):
     beta: DPO temperature β > 0. eta: step size η > 0. eps: loss flip rate ε in [0, 1/2).
     v: noise scale >= 0. lb: bias length l_b >= 0. delta: concept-vector tilt δ in [0, 1]
     (|<c_i, e_{c_i}>| = 1 − δ²/8). ref_scale: std of reference logits per unit feature norm.
+    concept_cos: pairwise cosine ρ in [0, 1) of the concept vectors (ρ = 0: orthogonal values,
+    THEORY §1.3; ρ > 0 mixes in a direction shared by all values, see `sims.data.concept_vectors`).
+    flip: probability in [0, 1/2) that a training label is flipped (preferred and rejected swapped;
+    the features stay those of the sample's cluster; held-out splits are never flipped).
     """
 
     beta: jnp.ndarray
@@ -152,6 +156,8 @@ class SimParams(NamedTuple):
     lb: jnp.ndarray
     delta: jnp.ndarray
     ref_scale: jnp.ndarray
+    concept_cos: jnp.ndarray
+    flip: jnp.ndarray
 
 
 _RANGES = {
@@ -162,12 +168,16 @@ _RANGES = {
     "lb": (lambda x: x >= 0, ">= 0 (the bias direction's length)"),
     "delta": (lambda x: (x >= 0) & (x <= 1), "in [0, 1]"),
     "ref_scale": (lambda x: x >= 0, ">= 0"),
+    "concept_cos": (lambda x: (x >= 0) & (x < 1), "in [0, 1)"),
+    "flip": (lambda x: (x >= 0) & (x < 0.5), "in [0, 1/2)"),
 }
 
 
-def make_params(*, beta, eta, v, lb=0.5, eps=0.0, delta=0.0, ref_scale=1.0) -> SimParams:
+def make_params(*, beta, eta, v, lb=0.5, eps=0.0, delta=0.0, ref_scale=1.0, concept_cos=0.0,
+                flip=0.0) -> SimParams:
     """Validates dynamic parameters (scalars or arrays) and returns a `SimParams`."""
-    values = dict(beta=beta, eta=eta, eps=eps, v=v, lb=lb, delta=delta, ref_scale=ref_scale)
+    values = dict(beta=beta, eta=eta, eps=eps, v=v, lb=lb, delta=delta, ref_scale=ref_scale,
+                  concept_cos=concept_cos, flip=flip)
     for field, value in values.items():
         arr = np.asarray(value, dtype=float)
         ok, allowed = _RANGES[field]

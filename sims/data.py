@@ -64,15 +64,43 @@ def layout(spec: DataSpec, per_cluster: tuple[int, ...]):
     return value, np.asarray(sign, dtype=np.int32), pair.astype(np.int32)
 
 
-def concept_vectors(key, spec: DataSpec, delta) -> jnp.ndarray:
-    """(K, d) unit concept vectors c_k with ⟨c_k, e_{k+2}⟩ = 1 − δ²/8, all ⟂ e_1 (THEORY §1.5)."""
+def concept_vectors(key, spec: DataSpec, delta, concept_cos=0.0) -> jnp.ndarray:
+    """(K, d) unit concept vectors, all ⟂ e_1.
+
+    With ρ = concept_cos = 0: ⟨c_k, e_{k+2}⟩ = 1 − δ²/8 (THEORY §1.5; δ = 0 gives the orthonormal
+    c_k = e_{k+2}). With ρ > 0: c'_k = √(1−ρ)·c_k + √ρ·e_{K+2}, a direction shared by every value,
+    so that ⟨c'_i, c'_j⟩ = ρ exactly for δ = 0 (approximately for δ > 0); needs d ≥ K + 2, which the
+    caller checks (the sweep's im-li simulation does).
+    """
     K, d = spec.K, spec.d
     base = jnp.eye(K, d, k=1)
     u = jax.random.normal(key, (K, d)).at[:, 0].set(0.0)
     u = u * (1.0 - base)
     u = u / jnp.linalg.norm(u, axis=1, keepdims=True)
     cos = 1.0 - delta**2 / 8.0
-    return cos * base + jnp.sqrt(jnp.maximum(1.0 - cos**2, 0.0)) * u
+    c = cos * base + jnp.sqrt(jnp.maximum(1.0 - cos**2, 0.0)) * u
+    shared = jnp.eye(1, d, k=K + 1)
+    return jnp.sqrt(1.0 - concept_cos) * c + jnp.sqrt(concept_cos) * shared
+
+
+def low_rank_spectrum(d: int, rank: int, share: float) -> tuple[float, ...]:
+    """Per-coordinate noise variances (relative, mean 1) of a rank-`rank` spike carrying a fraction
+    `share` of the total variance, on `rank` coordinates spread evenly over all d (the bias e_1 and
+    concept coordinates included); the other coordinates share the rest equally.
+
+    Args:
+      d: dimension. rank: number of spiked coordinates, 1 <= rank < d. share: in (0, 1).
+    Returns:
+      d variances summing to d (the isotropic total, so v keeps its meaning as the average scale).
+    """
+    if not 1 <= rank < d:
+        raise ValueError(f"noise_rank={rank!r} is not allowed: noise_rank must be in [1, d={d})")
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"noise_share={share!r} is not allowed: noise_share must be in (0, 1)")
+    spike = np.unique(np.round(np.linspace(0, d - 1, rank)).astype(int))
+    spec = np.full(d, (1.0 - share) * d / (d - len(spike)))
+    spec[spike] = share * d / len(spike)
+    return tuple(float(x) for x in spec)
 
 
 def reference_head(key, spec: DataSpec, ref_scale) -> jnp.ndarray:
@@ -101,6 +129,10 @@ def with_reference(g, value, sign, pair, w0, n_pairs) -> Dataset:
     )
 
 
+#: fold_in index (on the split's noise key) of the training-label flips.
+FLIP_STREAM = 7919
+
+
 def split_keys(key, split: int):
     """Key for one split: concepts and head come from `key`, the noise from fold_in(key, split)."""
     k_concept, k_head, _ = jax.random.split(key, 3)
@@ -114,7 +146,8 @@ def sample_dataset(key, spec: DataSpec, params: SimParams, split: int = 0,
 
     Args:
       key: PRNG key of the mixture (concepts and W_0 derive from it; the noise from the split).
-      spec: static data shape. params: dynamic parameters (v, l_b, δ, ref_scale are used).
+      spec: static data shape. params: dynamic parameters (v, l_b, δ, ρ, ref_scale; flip on the
+        training split).
       split: 0 = train, 1 = held-out test, >= 2 = further fresh samples (Monte-Carlo risk).
       per_cluster: samples per cluster for each value; default Q per value (train) or n_test.
     Returns:
@@ -124,7 +157,12 @@ def sample_dataset(key, spec: DataSpec, params: SimParams, split: int = 0,
         per_cluster = spec.q_per_value if split == 0 else (spec.n_test,) * spec.K
     k_concept, k_head, k_noise = split_keys(key, split)
     value, sign, pair = layout(spec, tuple(per_cluster))
-    concepts = concept_vectors(k_concept, spec, params.delta)
+    concepts = concept_vectors(k_concept, spec, params.delta, params.concept_cos)
     g = features(k_noise, spec, params, concepts, jnp.asarray(value), jnp.asarray(sign))
-    return with_reference(g, value, sign, pair, reference_head(k_head, spec, params.ref_scale),
+    label = jnp.asarray(sign)
+    if split == 0:  # training labels flip with probability params.flip (none when it is 0)
+        flipped = jax.random.bernoulli(jax.random.fold_in(k_noise, FLIP_STREAM), params.flip,
+                                       label.shape)
+        label = jnp.where(flipped, -label, label)
+    return with_reference(g, value, label, pair, reference_head(k_head, spec, params.ref_scale),
                           spec.n_pairs)

@@ -190,18 +190,24 @@ BACKENDS = ("local", "ray")
 
 def run_sweep(spec_path, out, *, backend="local", address=None, resume=False, force=False,
               quiet=False) -> Path:
-    """Runs (or resumes) a sweep and returns the path of its summary.csv.
+    """Runs (or resumes) the sweep of a TOML spec file; see `run_spec`."""
+    from sims.sweep_spec import load_spec
+
+    return run_spec(load_spec(spec_path), out, backend=backend, address=address, resume=resume,
+                    force=force, quiet=quiet)
+
+
+def run_spec(spec: SweepSpec, out, *, backend="local", address=None, resume=False, force=False,
+             quiet=False) -> Path:
+    """Runs (or resumes) a validated sweep and returns the path of its summary.csv.
 
     Everything is validated before any work: the spec (every grid point), the backend name and the
     output directory (never overwritten without `force`; `resume` needs the same spec).
     """
-    from sims.sweep_spec import load_spec
-
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not allowed: backend must be one of {BACKENDS}")
     if address is not None and backend != "ray":
         raise ValueError(f"address={address!r} is not allowed: --address needs --backend ray")
-    spec = load_spec(spec_path)
     store = SweepStore(Path(out), spec, resume=resume, force=force, backend=backend)
     todo = store.pending()
     start = time.perf_counter()
@@ -216,6 +222,23 @@ def run_sweep(spec_path, out, *, backend="local", address=None, resume=False, fo
     if missing:
         raise RuntimeError(f"chunks {missing} did not complete; rerun with --resume")
     return store.finish(time.perf_counter() - start)
+
+
+def read_summary(path) -> dict[str, np.ndarray]:
+    """The columns of a summary.csv: numeric and boolean columns as float64 arrays (empty cells
+    NaN, True/False as 1/0), the others (e.g. `tokens`) as string arrays."""
+    as_number = {"": np.nan, "True": 1.0, "False": 0.0}
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    columns = {}
+    for j, name in enumerate(header):
+        cells = [r[j] for r in body]
+        try:
+            columns[name] = np.asarray([as_number[c] if c in as_number else float(c) for c in cells])
+        except ValueError:
+            columns[name] = np.asarray(cells)
+    return columns
 
 
 def progress_bar(total, initial, *, quiet):

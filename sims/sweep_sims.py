@@ -18,7 +18,7 @@ import numpy as np
 
 from sims import bandit
 from sims.config import DataSpec, SimParams, TrainSpec, make_params
-from sims.data import sample_dataset
+from sims.data import low_rank_spectrum, sample_dataset
 from sims.train import make_trainer
 from theory import im_li, rdpo
 
@@ -51,49 +51,119 @@ IM_LI_PARAMS = {
     "K": Param(int, 4, True), "Q": Param(int, 50, True), "d": Param(int, None, True),
     "n_test": Param(int, 50, True), "tokens": Param(str, "distinct", True), "Z": Param(int, 1, True),
     "vocab": Param(int, 64, True), "loss": Param(str, "dpo", True), "optimizer": Param(str, "gd", True),
-    "steps": Param(int, 50, True), "beta": Param(float, 1.0, False), "eta": Param(float, None, False),
+    "steps": Param(int, 50, True), "checkpoints": Param(int, 1, True),
+    "unseen": Param(int, 0, True), "q_last": Param(int, None, True),
+    "noise_rank": Param(int, 0, True), "noise_share": Param(float, 0.9, True),
+    "beta": Param(float, 1.0, False), "eta": Param(float, None, False), "t_mult": Param(float, 1.0, False),
     "v": Param(float, None, False), "lb": Param(float, 0.5, False), "eps": Param(float, 0.0, False),
-    "delta": Param(float, 0.0, False),
+    "delta": Param(float, 0.0, False), "concept_cos": Param(float, 0.0, False),
+    "flip": Param(float, 0.0, False),
 }
+"""K values are trained; `unseen` more values (own concept directions; their own new tokens when
+tokens="distinct", the shared pair when "yes_no") appear only in the test set. `q_last`: Q of the
+last trained value (default Q: balanced). `noise_rank` > 0: anisotropic noise, a rank-`noise_rank`
+spike carrying `noise_share` of the variance (`sims.data.low_rank_spectrum`). `checkpoints`: how
+many equal intervals of the run are recorded (the sandwich metric uses them). η defaults to
+t_mult·τ_1/steps (the run ends at t_mult·τ_1)."""
 
 
 def _im_li_static(p):
-    spec = DataSpec(K=p["K"], Q=p["Q"], d=p["d"] or 5 * p["Q"], n_test=p["n_test"],
-                    tokens=p["tokens"], Z=p["Z"], vocab=p["vocab"])
-    return spec, TrainSpec(loss=p["loss"], optimizer=p["optimizer"], steps=p["steps"],
-                           stride=max(p["steps"], 1))
+    K, d = p["K"], p["d"] or 5 * p["Q"]
+    total = K + p["unseen"]
+    if p["unseen"] < 0:
+        raise ValueError(f"unseen={p['unseen']!r} is not allowed: unseen must be an integer >= 0")
+    spectrum = None
+    if p["noise_rank"]:
+        spectrum = low_rank_spectrum(d, p["noise_rank"], p["noise_share"])
+    q = (p["Q"],) * (K - 1) + (p["q_last"] or p["Q"],) + (1,) * p["unseen"]
+    spec = DataSpec(K=total, Q=q, d=d, n_test=p["n_test"], tokens=p["tokens"], Z=p["Z"],
+                    vocab=p["vocab"], noise_spectrum=spectrum)
+    steps = max(p["steps"], 1)
+    if p["checkpoints"] < 1 or steps % p["checkpoints"]:
+        raise ValueError(f"checkpoints={p['checkpoints']!r} is not allowed: checkpoints must be a "
+                         f"positive divisor of steps={steps}")
+    train = TrainSpec(loss=p["loss"], optimizer=p["optimizer"], steps=p["steps"],
+                      stride=steps // p["checkpoints"])
+    return spec, train, K
 
 
 def _im_li_dynamic(p):
-    eta = p["eta"] if p["eta"] is not None else im_li.tau_1(K=p["K"], beta=p["beta"]) / max(p["steps"], 1)
+    tau_1 = im_li.tau_1(K=p["K"], beta=p["beta"])
+    eta = p["eta"] if p["eta"] is not None else p["t_mult"] * tau_1 / max(p["steps"], 1)
     v = p["v"] if p["v"] is not None else 1 / (32 * math.sqrt(p["Q"]))
-    params = make_params(beta=p["beta"], eta=eta, v=v, lb=p["lb"], eps=p["eps"], delta=p["delta"])
-    return {k: float(getattr(params, k)) for k in ("beta", "eta", "eps", "v", "lb", "delta")}
+    params = make_params(beta=p["beta"], eta=eta, v=v, lb=p["lb"], eps=p["eps"], delta=p["delta"],
+                         concept_cos=p["concept_cos"], flip=p["flip"])
+    d = p["d"] or 5 * p["Q"]
+    if p["concept_cos"] > 0 and d < p["K"] + p["unseen"] + 2:
+        raise ValueError(f"concept_cos={p['concept_cos']!r} is not allowed with d={d}: a shared "
+                         "concept direction needs d >= K + unseen + 2")
+    return {k: float(getattr(params, k)) for k in _IM_LI_DYNAMIC} | {"tau_1": tau_1}
+
+
+_IM_LI_DYNAMIC = ("beta", "eta", "eps", "v", "lb", "delta", "concept_cos", "flip")
+
+
+def _value_means(x, value, n_values):
+    """(n_values,) mean of x over the samples of each value (NaN for a value with none)."""
+    total = jax.ops.segment_sum(x, value, num_segments=n_values)
+    count = jax.ops.segment_sum(jnp.ones_like(x), value, num_segments=n_values)
+    return total / count
 
 
 def _im_li_batch(static):
-    spec, train = static
+    spec, train, K = static
     run = make_trainer(train, spec.n_pairs)
+    train_counts = spec.q_per_value[:K] + (0,) * (spec.K - K)
+    seen_mask = np.arange(spec.K) < K
 
     def one(key, dyn):
         TRACES["im-li"] = TRACES.get("im-li", 0) + 1  # runs once per trace, not per call
         sim = _sim_params(dyn)
-        traj = run(sample_dataset(key, spec, sim, 0), sample_dataset(key, spec, sim, 1), sim)
-        final, test = traj.margins[-1], traj.test_margins[-1]
+        data = sample_dataset(key, spec, sim, 0, per_cluster=train_counts)
+        test = sample_dataset(key, spec, sim, 1)
+        traj = run(data, test, sim)
+        final, test_r = traj.margins[-1], traj.test_margins[-1]
+        risk_by_value = _value_means((test_r <= 0).astype(final.dtype), test.value, spec.K)
+        seen = test.value < K
+        n_seen = jnp.sum(seen)
+        # Theorem 4.2 sandwich at every recorded checkpoint with 0 < t <= τ_1 (τ = 1)
+        t = traj.t[:, None]
+        rate = sim.beta**2 * t / K
+        inside = (traj.margins >= rate / 8) & (traj.margins <= 5 * rate)
+        checked = (t > 0) & (t <= dyn["tau_1"] * (1 + 1e-12))
+        n_checked = jnp.sum(checked)
+        sandwich = jnp.mean(jnp.all(inside | ~checked, axis=0))
+        unseen = ~seen
         return {"margin_mean": jnp.mean(final), "margin_min": jnp.min(final),
-                "test_risk": jnp.mean(test <= 0), "final_loss": traj.loss[-1],
-                "train_accuracy": traj.accuracy[-1], "nonfinite": traj.nonfinite[0] >= 0}
+                "margin_max": jnp.max(final), "in_window": jnp.mean((final >= 0) & (final <= LOG3)),
+                "margin_mean_last": _value_means(final, data.value, spec.K)[K - 1],
+                "test_risk": jnp.sum((test_r <= 0) & seen) / n_seen,
+                "test_risk_worst": jnp.max(jnp.where(seen_mask, risk_by_value, -jnp.inf)),
+                "test_risk_last": risk_by_value[K - 1],
+                "test_margin_mean": jnp.sum(jnp.where(seen, test_r, 0.0)) / n_seen,
+                "unseen_risk": jnp.sum((test_r <= 0) & unseen) / jnp.sum(unseen),
+                "unseen_margin_mean": jnp.sum(jnp.where(unseen, test_r, 0.0)) / jnp.sum(unseen),
+                "sandwich_frac": jnp.where(n_checked > 0, sandwich, jnp.nan),
+                "final_loss": traj.loss[-1], "train_accuracy": traj.accuracy[-1],
+                "nonfinite": traj.nonfinite[0] >= 0}
 
     return jax.vmap(jax.vmap(one, in_axes=(0, None)), in_axes=(0, 0))
 
 
+LOG3 = math.log(3.0)
+
+
 def _sim_params(dyn):
+    ones = jnp.ones_like(dyn["beta"])
     return SimParams(beta=dyn["beta"], eta=dyn["eta"], eps=dyn["eps"], v=dyn["v"], lb=dyn["lb"],
-                     delta=dyn["delta"], ref_scale=jnp.ones_like(dyn["beta"]))
+                     delta=dyn["delta"], ref_scale=ones, concept_cos=dyn["concept_cos"],
+                     flip=dyn["flip"])
 
 
 def _im_li_resolved(p):
-    return p | _im_li_dynamic(p) | {"d": _im_li_static(p)[0].d}
+    dyn = _im_li_dynamic(p)
+    dyn.pop("tau_1")
+    return p | dyn | {"d": _im_li_static(p)[0].d, "q_last": p["q_last"] or p["Q"]}
 
 
 def _im_li_bounds(p):
@@ -154,10 +224,13 @@ def _rdpo_bounds(p):
     return {k: s[k] for k in ("gamma", "rate", "noise_factor", "estimation_bound")}
 
 
+IM_LI_METRICS = ("margin_mean", "margin_min", "margin_max", "in_window", "margin_mean_last",
+                 "test_risk", "test_risk_worst", "test_risk_last", "test_margin_mean",
+                 "unseen_risk", "unseen_margin_mean", "sandwich_frac", "final_loss",
+                 "train_accuracy", "nonfinite")
 SIMULATIONS = {
     "im-li": Simulation("im-li", IM_LI_PARAMS, _im_li_static, _im_li_dynamic, _im_li_batch,
-                        _im_li_bounds, _im_li_resolved, ("margin_mean", "margin_min", "test_risk", "final_loss",
-                                        "train_accuracy", "nonfinite")),
+                        _im_li_bounds, _im_li_resolved, IM_LI_METRICS),
     "rdpo": Simulation("rdpo", RDPO_PARAMS, _rdpo_static, _rdpo_dynamic, _rdpo_batch, _rdpo_bounds,
                        lambda p: p | _rdpo_dynamic(p),
                        ("error_sigma", "error_l2", "final_loss", "grad_mapping", "diverged")),

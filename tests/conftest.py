@@ -1,4 +1,29 @@
-"""Test configuration: float64 is switched on once, here, for the whole suite."""
+"""Test configuration: float64 is switched on once, here, for the whole suite.
+
+`repro_quick` and `audit_quick` run `dpolab repro --quick` / `dpolab audit --quick` once per test
+session (the per-item tests read what they wrote)."""
 import jax
+import pytest
 
 jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(scope="session")
+def repro_quick(tmp_path_factory):
+    """(manifest, out) of one `dpolab repro --quick` run through the command line."""
+    return _run_cli("repro", tmp_path_factory.mktemp("repro") / "out")
+
+
+@pytest.fixture(scope="session")
+def audit_quick(tmp_path_factory):
+    """(manifest, out) of one `dpolab audit --quick` run through the command line."""
+    return _run_cli("audit", tmp_path_factory.mktemp("audit") / "out")
+
+
+def _run_cli(command, out):
+    import json
+
+    from dpolab.cli import main
+
+    assert main([command, "--quick", "--out", str(out)]) == 0
+    return json.loads((out / "manifest.json").read_text()), out

@@ -1,0 +1,69 @@
+"""The theory audit: the open questions the papers leave, answered with experiments.
+
+`dpolab audit` runs one module per question (see `sims.experiments` for the item protocol; audit
+questions also provide `report(data) -> str`, a markdown section whose every number comes from the
+stored data, and `finding(data) -> CheckResult` for the registry) and writes `audit.md`.
+"""
+from __future__ import annotations
+
+#: Module names, in the order `dpolab audit` runs them (question 1 to 9).
+MODULES = (
+    "q1_log_k",
+    "q2_unseen",
+    "q3_nonorthogonal",
+    "q4_noise",
+    "q5_adam",
+    "q6_after_tau1",
+    "q7_beta",
+    "q8_unbalanced",
+    "q9_flips",
+)
+
+
+def items() -> dict:
+    """{NAME: module} of every audit question, in order."""
+    from sims.experiments import load_items
+
+    return load_items("audit", MODULES)
+
+
+def run_audit(*, out, quick=False, only=None, force=False, resume=False, persona_dir=None,
+              hh_path=None, cache_dir=None, progress=None):
+    """Runs the selected questions into `out`, then writes `out/audit.md` from the stored results.
+
+    Returns (manifest, out); see `sims.experiments.run_items`.
+    """
+    from sims.experiments import run_items
+
+    questions = items()
+    manifest, out = run_items("audit", questions, out=out, quick=quick, only=only, force=force,
+                              resume=resume, persona_dir=persona_dir, hh_path=hh_path,
+                              cache_dir=cache_dir, progress=progress)
+    write_report(questions, manifest, out)
+    return manifest, out
+
+
+def write_report(questions: dict, manifest: dict, out) -> None:
+    """audit.md: a header (mode, time, commit), then each question's section from its stored data."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from sims.provenance import write_atomic
+
+    out = Path(out)
+    lines = ["# dpolab theory audit", "",
+             f"Mode: {'quick' if manifest['quick'] else 'full'}; git {manifest.get('git_commit')}; "
+             f"JAX {manifest.get('versions', {}).get('jax')} on {manifest.get('jax_backend')}, "
+             f"{manifest.get('precision')}; this run's wall time {manifest.get('wall_s')} s "
+             "(questions loaded from an earlier run's store count 0 s).", "",
+             "Every number below is read from the stored results in this folder "
+             "(`<question>/data.npz`, figures and CSVs beside it).", ""]
+    for name, entry in manifest["items"].items():
+        if entry["status"] == "skipped":
+            lines += [f"## {entry['title']}", "", f"Not run here: {entry['reason']}.", ""]
+            continue
+        with np.load(out / name / "data.npz", allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+        lines += [questions[name].report(data).rstrip(), ""]
+    write_atomic(out / "audit.md", "\n".join(lines))

@@ -1,0 +1,210 @@
+"""The runner behind `dpolab repro` and `dpolab audit`: compute once, store, render from the store.
+
+An *item* (one paper figure/table in `paper_repro/`, one audit question in `audit/`) is a module
+with
+    NAME: str                          the name `--only` selects
+    TITLE: str                         one line (what it reproduces / asks)
+    compute(ctx) -> dict[str, array]   every number the item shows; deterministic in its seeds
+    render(data, ctx) -> list[Path]    figures (PDF + PNG) and CSVs drawn from the stored numbers only
+and, for audit questions, `report(data) -> str` (a markdown section built from the stored numbers).
+
+Store: `OUT/<NAME>/data.npz` (no pickle), then `OUT/<NAME>/data.json` (the settings it was computed
+with and the npz's sha256), written last and atomically: an item counts as computed only when both
+are whole, so an interrupted run resumes at the first unfinished item (`--resume`), and an item's
+own sweeps resume chunk by chunk. Rendering is cheap and always redone from the stored numbers.
+A part that needs what this machine lacks (the `llm` extra, the persona data) raises `Unavailable`
+and the item is recorded as skipped with the reason; nothing is faked.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import io
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from sims.provenance import environment, sha256, write_atomic
+
+
+class Unavailable(Exception):
+    """Raised by `compute` when a needed optional package or data set is missing here."""
+
+
+@dataclasses.dataclass
+class Context:
+    """What an item may use. `dir` is the item's own folder (created by the runner)."""
+
+    kind: str
+    quick: bool
+    out: Path
+    dir: Path
+    persona_dir: str | None = None
+    hh_path: str | None = None
+    cache_dir: str | None = None
+
+    def real_unavailable(self) -> str | None:
+        """Why the real-embedding track cannot run here (missing extra or persona data), or None."""
+        from sims.checks_real import unavailable
+
+        if self.persona_dir is not None:
+            os.environ.setdefault("DPOLAB_PERSONA_DIR", str(self.persona_dir))
+        return unavailable()
+
+    def require_real(self) -> None:
+        """Raises `Unavailable` with the reason when the real-embedding track cannot run here."""
+        reason = self.real_unavailable()
+        if reason:
+            raise Unavailable(reason)
+
+    def features(self, names, limit):
+        """{persona: PersonaFeatures} of the given personas (first `limit` statements each).
+
+        Hidden states are extracted once into `OUT/_features` (shared by every item of the run,
+        reused by later runs while the data and limit are unchanged)."""
+        from sims.llm.commands import _personas
+        from sims.llm.extract import extract
+
+        self.require_real()
+        store = self.out / "_features" / f"limit{limit}"
+        extract(self.persona_dir, list(names), limit, store, cache_dir=self.cache_dir, progress=False)
+        stored = _personas(store)
+        return {n: stored[n] for n in names}
+
+    def sweep(self, name: str, spec: dict) -> dict[str, np.ndarray]:
+        """Runs (or resumes) a sweep of the sweep engine into `dir/sweeps/<name>`; returns the
+        columns of its summary.csv (see `sims.sweep.read_summary`)."""
+        from sims.sweep import read_summary, run_spec
+        from sims.sweep_spec import parse_spec
+
+        out = self.dir / "sweeps" / name
+        parsed = parse_spec(spec)
+        resume = out.exists() and any(out.iterdir())
+        return read_summary(run_spec(parsed, out, resume=resume, quiet=True))
+
+
+def load_items(package: str, names: tuple[str, ...]) -> dict:
+    """{NAME: module} for the item modules `package.<name>` in order."""
+    items = {}
+    for name in names:
+        module = importlib.import_module(f"{package}.{name}")
+        items[module.NAME] = module
+    return items
+
+
+def select(items: dict, only: str | None) -> list[str]:
+    """The item names to run: all, or those listed (comma-separated) in `only`."""
+    if not only:
+        return list(items)
+    wanted = [w.strip() for w in only.split(",") if w.strip()]
+    unknown = [w for w in wanted if w not in items]
+    if unknown or not wanted:
+        raise ValueError(f"only={only!r} is not allowed: only must name items from {tuple(items)}")
+    return [n for n in items if n in wanted]
+
+
+def prepare(out: Path, kind: str, *, quick: bool, force: bool, resume: bool) -> dict:
+    """Creates `out` (refusing to overwrite anything that is not an earlier run of this kind) and
+    returns the manifest to continue."""
+    manifest_path = out / "manifest.json"
+    old = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    if out.exists() and any(out.iterdir()):
+        if old is None or old.get("kind") != kind:
+            raise ValueError(f"out={str(out)!r} is not allowed: it exists, is not empty and is not "
+                             f"a dpolab {kind} directory; choose another --out")
+        if force:
+            shutil.rmtree(out)
+            old = None
+        elif not resume:
+            raise ValueError(f"out={str(out)!r} is not allowed: it holds an earlier {kind} run "
+                             "(--resume finishes it, --force replaces it)")
+        elif old.get("quick") != quick:
+            raise ValueError(f"quick={quick} is not allowed with --resume here: {out} holds a run "
+                             f"with quick={old.get('quick')}")
+    elif resume:
+        raise ValueError(f"out={str(out)!r} is not allowed with --resume: nothing to resume there")
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = old or {"kind": kind, "quick": quick, "items": {}}
+    write_atomic(manifest_path, json.dumps(manifest, indent=1))
+    return manifest
+
+
+def _stored(item_dir: Path, settings: dict) -> dict | None:
+    meta, arrays = item_dir / "data.json", item_dir / "data.npz"
+    if not meta.exists() or not arrays.exists():
+        return None
+    info = json.loads(meta.read_text())
+    if info.get("settings") != settings or info.get("sha256") != sha256(arrays.read_bytes()):
+        return None
+    with np.load(arrays, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _store(item_dir: Path, settings: dict, data: dict) -> dict:
+    buf = io.BytesIO()
+    arrays = {k: np.asarray(v) for k, v in data.items()}
+    np.savez(buf, **arrays)
+    raw = buf.getvalue()
+    write_atomic(item_dir / "data.npz", raw)
+    write_atomic(item_dir / "data.json", json.dumps({"settings": settings, "sha256": sha256(raw)}))
+    return arrays
+
+
+def run_items(kind: str, items: dict, *, out, quick=False, only=None, force=False, resume=False,
+              persona_dir=None, hh_path=None, cache_dir=None,
+              progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
+    """Computes (or loads) and renders the selected items; returns (manifest, out).
+
+    Each item's entry in `out/manifest.json`: status ("done" or "skipped"), reason, seconds of
+    compute (0 when loaded from the store), and the files it rendered (relative to `out`).
+    """
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    names = select(items, only)
+    out = Path(out)
+    manifest = prepare(out, kind, quick=quick, force=force, resume=resume)
+    start = time.perf_counter()
+    for name in names:
+        module = items[name]
+        ctx = Context(kind=kind, quick=quick, out=out, dir=out / name, persona_dir=persona_dir,
+                      hh_path=hh_path, cache_dir=cache_dir)
+        ctx.dir.mkdir(parents=True, exist_ok=True)
+        # where the real-embedding track becomes (un)available, items that use it are recomputed
+        settings = {"quick": quick, "real": ctx.real_unavailable() is None}
+        data = _stored(ctx.dir, settings)
+        t0 = time.perf_counter()
+        entry = {"title": module.TITLE}
+        if data is None:
+            if progress:
+                progress(name)
+            try:
+                data = _store(ctx.dir, settings, module.compute(ctx))
+            except Unavailable as why:
+                manifest["items"][name] = entry | {"status": "skipped", "reason": str(why), "files": []}
+                write_atomic(out / "manifest.json", json.dumps(manifest, indent=1))
+                continue
+        files = module.render(data, ctx)
+        entry |= {"status": "done", "reason": None, "seconds": round(time.perf_counter() - t0, 1),
+                  "files": sorted(str(Path(f).relative_to(out)) for f in files)}
+        manifest["items"][name] = entry
+        write_atomic(out / "manifest.json", json.dumps(manifest, indent=1))
+    manifest.update(environment(), wall_s=round(time.perf_counter() - start, 1))
+    write_atomic(out / "manifest.json", json.dumps(manifest, indent=1))
+    return manifest, out
+
+
+def summary_lines(manifest: dict) -> list[str]:
+    """One line per item: name, status, seconds, number of files or the reason it was skipped."""
+    lines = []
+    for name, e in manifest["items"].items():
+        if e["status"] == "skipped":
+            lines.append(f"  SKIPPED {name:28} {e['reason']}")
+        else:
+            lines.append(f"  done    {name:28} {e['seconds']:7.1f} s  {len(e['files'])} files")
+    return lines

@@ -1,0 +1,79 @@
+"""The repro/audit runner: store, resume, force, skipped parts, item selection."""
+import json
+import types
+
+import numpy as np
+import pytest
+
+from sims.experiments import Unavailable, run_items, select
+
+
+def _item(name, calls, *, unavailable=False):
+    def compute(ctx):
+        calls.append(name)
+        if unavailable:
+            raise Unavailable("no data here")
+        return {"x": np.arange(3.0) * (2 if ctx.quick else 1)}
+
+    def render(data, ctx):
+        path = ctx.dir / "x.txt"
+        path.write_text(",".join(map(str, data["x"])))
+        return [path]
+
+    return types.SimpleNamespace(NAME=name, TITLE=f"item {name}", compute=compute, render=render)
+
+
+def _items(calls):
+    return {"a": _item("a", calls), "b": _item("b", calls), "c": _item("c", calls, unavailable=True)}
+
+
+def test_store_resume_and_force(tmp_path):
+    calls, out = [], tmp_path / "out"
+    manifest, _ = run_items("repro", _items(calls), out=out, quick=True)
+    assert calls == ["a", "b", "c"]
+    assert manifest["items"]["a"]["status"] == "done" and manifest["items"]["a"]["files"] == ["a/x.txt"]
+    assert manifest["items"]["c"] == {"title": "item c", "status": "skipped", "reason": "no data here",
+                                      "files": []}
+    assert (out / "a" / "x.txt").read_text() == "0.0,2.0,4.0"
+    # an earlier run is never overwritten silently
+    with pytest.raises(ValueError, match="out=.*--resume finishes it"):
+        run_items("repro", _items(calls), out=out, quick=True)
+    with pytest.raises(ValueError, match="quick=False is not allowed with --resume"):
+        run_items("repro", _items(calls), out=out, quick=False, resume=True)
+    # resume: stored items are loaded, not recomputed; a corrupted store is recomputed
+    (out / "b" / "data.npz").write_bytes(b"garbage")
+    calls.clear()
+    run_items("repro", _items(calls), out=out, quick=True, resume=True)
+    assert calls == ["b", "c"]
+    calls.clear()
+    run_items("repro", _items(calls), out=out, quick=True, force=True)
+    assert calls == ["a", "b", "c"]
+
+
+def test_refuses_foreign_directories(tmp_path):
+    (tmp_path / "mine.txt").write_text("user data")
+    for flags in ({}, {"force": True}, {"resume": True}):
+        with pytest.raises(ValueError, match="not a dpolab repro directory"):
+            run_items("repro", _items([]), out=tmp_path, **flags)
+    assert (tmp_path / "mine.txt").read_text() == "user data"
+    audit_dir = tmp_path / "audit"
+    run_items("audit", _items([]), out=audit_dir, quick=True)
+    with pytest.raises(ValueError, match="not a dpolab repro directory"):
+        run_items("repro", _items([]), out=audit_dir, force=True)
+    with pytest.raises(ValueError, match="nothing to resume"):
+        run_items("repro", _items([]), out=tmp_path / "new", resume=True)
+
+
+def test_select_names_the_allowed_items():
+    items = _items([])
+    assert select(items, None) == ["a", "b", "c"]
+    assert select(items, "c, a") == ["a", "c"]
+    with pytest.raises(ValueError, match=r"only='a,zz' is not allowed: only must name items from \('a', 'b', 'c'\)"):
+        select(items, "a,zz")
+
+
+def test_only_runs_the_selected_items(tmp_path):
+    calls = []
+    manifest, out = run_items("repro", _items(calls), out=tmp_path / "o", only="b")
+    assert calls == ["b"] and list(manifest["items"]) == ["b"]
+    assert json.loads((out / "manifest.json").read_text())["items"]["b"]["status"] == "done"
