@@ -160,9 +160,10 @@ def sample_dataset(key, spec: DataSpec, params: SimParams, split: int = 0,
     concepts = concept_vectors(k_concept, spec, params.delta, params.concept_cos)
     g = features(k_noise, spec, params, concepts, jnp.asarray(value), jnp.asarray(sign))
     label = jnp.asarray(sign)
-    if split == 0:  # training labels flip with probability params.flip (none when it is 0)
-        flipped = jax.random.bernoulli(jax.random.fold_in(k_noise, FLIP_STREAM), params.flip,
-                                       label.shape)
-        label = jnp.where(flipped, -label, label)
+    # training labels (split 0) flip with probability params.flip; `split` may be traced
+    # (sims.risk.monte_carlo_risk jits over it), so no Python `if` on it
+    flipped = jax.random.bernoulli(jax.random.fold_in(k_noise, FLIP_STREAM), params.flip,
+                                   label.shape)
+    label = jnp.where(flipped & (jnp.asarray(split) == 0), -label, label)
     return with_reference(g, value, label, pair, reference_head(k_head, spec, params.ref_scale),
                           spec.n_pairs)
