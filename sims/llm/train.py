@@ -8,6 +8,7 @@ reference logits and log-partition of the other 262,142 tokens.
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -67,7 +68,7 @@ def train_split(features: list[PersonaFeatures], *, seed: int, optimizer: str, e
     splits = [split_indices(len(f.label), seed * 1009 + k, train_frac) for k, f in enumerate(features)]
     train = to_dataset(features, [s[0] for s in splits])
     test = to_dataset(features, [s[1] for s in splits])
-    run = jax.jit(make_trainer(TrainSpec(loss=loss, optimizer=optimizer, steps=steps, stride=stride), 1))
+    run = _jitted_trainer(TrainSpec(loss=loss, optimizer=optimizer, steps=steps, stride=stride))
     params: SimParams = make_params(beta=beta, eta=eta, v=0.0)
     return run(train, test, params), train, test
 
@@ -77,3 +78,9 @@ def per_value_means(traj: Trajectory, data: Dataset, k_values: int, test: bool =
     margins = np.asarray(traj.test_margins if test else traj.margins)
     value = np.asarray(data.value)
     return np.stack([margins[:, value == k].mean(axis=1) for k in range(k_values)], axis=1)
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_trainer(spec: TrainSpec):
+    """One compiled one-pair trainer per static setting (reused across split seeds and K sets)."""
+    return jax.jit(make_trainer(spec, 1))
