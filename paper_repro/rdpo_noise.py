@@ -198,6 +198,12 @@ def hh_part(ctx) -> dict[str, np.ndarray]:
             "hh_pairs": np.int64(pairs), "hh_test_pairs": np.int64(pairs - round(0.8 * pairs))}
 
 
+def settings(ctx) -> dict:
+    """Extra cache key for the runner: stored results are stale once the HH panel's
+    availability changes (used only if `sims.experiments.run_items` asks items for it)."""
+    return {"hh": hh_unavailable(ctx) is None}
+
+
 def compute(ctx) -> dict[str, np.ndarray]:
     """The bandit sweep (both regimes, every loss and ε) and the HH-RLHF panel (if available)."""
     return bandit_part(ctx.quick) | hh_part(ctx)

@@ -6,6 +6,7 @@ with
     TITLE: str                         one line (what it reproduces / asks)
     compute(ctx) -> dict[str, array]   every number the item shows; deterministic in its seeds
     render(data, ctx) -> list[Path]    figures (PDF + PNG) and CSVs drawn from the stored numbers only
+    settings(ctx) -> dict (optional)   anything else the stored numbers depend on (a data file ...)
 and, for audit questions, `report(data) -> str` (a markdown section built from the stored numbers).
 
 Store: `OUT/<NAME>/data.npz` (no pickle), then `OUT/<NAME>/data.json` (the settings it was computed
@@ -177,6 +178,8 @@ def run_items(kind: str, items: dict, *, out, quick=False, only=None, force=Fals
         ctx.dir.mkdir(parents=True, exist_ok=True)
         # where the real-embedding track becomes (un)available, items that use it are recomputed
         settings = {"quick": quick, "real": ctx.real_unavailable() is None}
+        if hasattr(module, "settings"):  # what else the item's numbers depend on (e.g. a data file)
+            settings |= module.settings(ctx)
         data = _stored(ctx.dir, settings)
         t0 = time.perf_counter()
         entry = {"title": module.TITLE}
