@@ -1,13 +1,15 @@
 """The theory audit: the open questions the papers leave, answered with experiments.
 
-`dpolab audit` runs one module per question (see `sims.experiments` for the item protocol; audit
+`dpolab audit` runs one module per question (see `dpolab.items` for the item protocol; audit
 questions also provide `report(data) -> str`, a markdown section whose every number comes from the
 stored data, and `finding(data) -> CheckResult` for the registry) and writes `audit.md`.
 """
 from __future__ import annotations
 
-#: Module names, in the order `dpolab audit` runs them (question 1 to 9).
-MODULES = (
+import importlib
+
+#: The catalogue: one module of this package per question, in the order they run.
+QUESTIONS = (
     "q1_log_k",
     "q2_unseen",
     "q3_nonorthogonal",
@@ -21,19 +23,18 @@ MODULES = (
 
 
 def items() -> dict:
-    """{NAME: module} of every audit question, in order."""
-    from sims.experiments import load_items
-
-    return load_items("audit", MODULES)
+    """{NAME: module} of every audit question, in catalogue order."""
+    modules = [importlib.import_module(f"dpolab.audit.{name}") for name in QUESTIONS]
+    return {m.NAME: m for m in modules}
 
 
 def run_audit(*, out, quick=False, only=None, force=False, resume=False, persona_dir=None,
               hh_path=None, cache_dir=None, progress=None):
     """Runs the selected questions into `out`, then writes `out/audit.md` from the stored results.
 
-    Returns (manifest, out); see `sims.experiments.run_items`.
+    Returns (manifest, out); see `dpolab.items.run_items`.
     """
-    from sims.experiments import run_items
+    from dpolab.items import run_items
 
     questions = items()
     manifest, out = run_items("audit", questions, out=out, quick=quick, only=only, force=force,
@@ -49,7 +50,7 @@ def write_report(questions: dict, manifest: dict, out) -> None:
 
     import numpy as np
 
-    from sims.provenance import write_atomic
+    from dpolab.store import write_atomic
 
     out = Path(out)
     lines = ["# dpolab theory audit", "",

@@ -1,7 +1,7 @@
 """Audit Q1 (issue #7): is the Θ(log K) samples-per-value law of Theorem 4.3 observable?
 
 Q_emp(K) is the number of samples per value needed for test risk below a threshold. It is measured
-in three regimes and compared with Q*(K) of both bounds (`theory.im_li.q_star`):
+in three regimes and compared with Q*(K) of both bounds (`dpolab.theory.im_li.q_star`):
 
 - theorem regime: distinct tokens, v = 1/(32√Q), GD to τ_1 (every hypothesis of Theorem 4.2 but
   Q ≥ 40 on the smallest Q); plus the same model at a fixed v (v does not shrink with Q);
@@ -33,9 +33,10 @@ import math
 import numpy as np
 from scipy import stats
 
-from sims.registry import CheckResult
-from sims.risk import clopper_pearson
-from theory import im_li
+from dpolab.checks.result import CheckResult
+from dpolab.errors import InputError
+from dpolab.sims.risk import clopper_pearson
+from dpolab.theory import im_li
 
 NAME = "q1-log-k"
 TITLE = "Q1. Is Θ(log K) observable? Samples per value needed vs the number of values K"
@@ -209,7 +210,7 @@ def label_split(labels, *, hold, q, rng):
     for lab in (1, -1):
         idx = rng.permutation(np.flatnonzero(labels == lab))
         if len(idx) < hold + q:
-            raise ValueError(f"q={q!r} is not allowed: only {len(idx) - hold} statements of label "
+            raise InputError(f"q={q!r} is not allowed: only {len(idx) - hold} statements of label "
                              f"{lab} remain after holding out {hold}")
         test.append(idx[:hold])
         train.append(idx[hold:hold + q])
@@ -226,13 +227,13 @@ def real_errors(feats, Qs, *, hold, reps, seed=0):
     import jax
     import jax.numpy as jnp
 
-    from sims.config import TrainSpec, make_params
-    from sims.llm.train import PAPER_PROTOCOL, to_dataset
-    from sims.train import make_trainer
+    from dpolab.sims.config import TrainSpec, make_params
+    from dpolab.sims.llm.train import PAPER_PROTOCOL, to_dataset
+    from dpolab.sims.train import make_trainer
 
     qmax = max(Qs)
     if any(qmax % q for q in Qs):
-        raise ValueError(f"Qs={Qs!r} is not allowed: the largest must be a multiple of every Q")
+        raise InputError(f"Qs={Qs!r} is not allowed: the largest must be a multiple of every Q")
     p = PAPER_PROTOCOL
     run = make_trainer(TrainSpec(loss="dpo", optimizer=p["optimizer"], steps=p["steps"],
                                  stride=p["steps"]), 1)
@@ -257,7 +258,7 @@ def real(ctx) -> dict:
     reason = ctx.real_unavailable()
     if reason:
         return {"real_available": np.asarray(0), "real_reason": np.asarray(reason)}
-    from sims.llm.persona import paper_persona_set
+    from dpolab.sims.llm.persona import paper_persona_set
 
     cfg = REAL[ctx.quick]
     sets = {k: paper_persona_set(k, ctx.persona_dir) for k in cfg["Ks"]}
@@ -301,7 +302,7 @@ def compute(ctx) -> dict:
 
 def render(data, ctx) -> list:
     """`q1_log_k.*`: risk vs Q per K for each regime, Q_emp(K) with Q*(K) of both bounds."""
-    from figures.audit_scaling import plot_log_k
+    from dpolab.figures.audit_scaling import plot_log_k
 
     return plot_log_k(data, ctx.dir)
 

@@ -28,13 +28,15 @@ import jax
 import numpy as np
 from scipy import stats
 
-from sims.config import make_params
-from sims.data import sample_dataset
-from sims.reference import dataset_cross_terms, margin_recursion
-from sims.registry import CheckResult
-from sims.risk import clopper_pearson
-from sims.sweep_sims import SIMULATIONS
-from sims.sweep_spec import parse_spec
+from dpolab.checks.result import CheckResult
+from dpolab.errors import InputError
+from dpolab.sims.config import make_params
+from dpolab.sims.data import sample_dataset
+from dpolab.sims.reference import dataset_cross_terms, margin_recursion
+from dpolab.sims.risk import clopper_pearson
+from dpolab.sims.sweep.simulations import SIMULATIONS
+from dpolab.sims.sweep.spec import parse_spec
+from dpolab.theory import im_li
 
 NAME = "q2-unseen"
 TITLE = "Q2. Unseen values: what does DPO do on a value absent from training?"
@@ -63,11 +65,6 @@ def spec_dict(fixed: dict, grid: dict, quick: bool) -> dict:
     return {"sweep": {"simulation": "im-li", "seeds": SEEDS[quick],
                       "chunk_size": SEEDS[quick] * CHUNK_POINTS[quick], "precision": "float64"},
             "fixed": fixed, "grid": grid}
-
-
-def theorem_v(Q: int) -> float:
-    """Theorem 4.2's largest noise 1/(32√Q) (the sweep's default v)."""
-    return 1.0 / (32.0 * math.sqrt(Q))
 
 
 def seed_mean_ci(values, point):
@@ -115,7 +112,7 @@ def mean_field(*, K, Q, d, tokens, concept_cos, v, lb, unseen=0, spectrum=None, 
       E X = 2Q Σ_k ⟨c_k, c_u⟩,
       Var X = 4Q²v² SᵀΛS + v² n_g (l_b² Λ_11 + c_uᵀΛc_u) + v⁴ n_g tr Λ²,
     S = Σ_k c_k over the group, n_g = 2Q·|group|; a training sample gets E = 2Q ⟨S, c_k⟩ + v² tr Λ
-    (its own noise). Concept vectors are `concepts` (those of `sims.data.concept_vectors` at
+    (its own noise). Concept vectors are `concepts` (those of `dpolab.sims.data.concept_vectors` at
     δ = 0) for K + unseen values.
 
     Returns:
@@ -125,7 +122,7 @@ def mean_field(*, K, Q, d, tokens, concept_cos, v, lb, unseen=0, spectrum=None, 
       curve with K replaced by K/rate).
     """
     if tokens not in TOKENS:
-        raise ValueError(f"tokens={tokens!r} is not allowed: tokens must be one of {TOKENS}")
+        raise InputError(f"tokens={tokens!r} is not allowed: tokens must be one of {TOKENS}")
     total = K + unseen
     c = concepts(total, d, float(concept_cos))
     lam = np.ones(d) if spectrum is None else np.asarray(spectrum, dtype=float)
@@ -146,7 +143,7 @@ def mean_field(*, K, Q, d, tokens, concept_cos, v, lb, unseen=0, spectrum=None, 
 
 
 def concepts(total: int, d: int, concept_cos: float) -> np.ndarray:
-    """(total, d) concept vectors of `sims.data.concept_vectors` at δ = 0, in numpy:
+    """(total, d) concept vectors of `dpolab.sims.data.concept_vectors` at δ = 0, in numpy:
     c_k = √(1−ρ)·e_{k+2} + √ρ·e_{total+2} (1-based e_i; a test checks they are equal). Built here
     because the jax version compiles its random draws anew for every shape, seconds per call."""
     c = np.zeros((total, d))
@@ -224,7 +221,7 @@ def sweep_spec(quick: bool) -> dict:
     """The question's sweep: K × tokens × v (the theorem's first) × ρ, with `unseen` test-only values."""
     cfg, base = SETTINGS[quick], BASE[quick]
     return spec_dict(base, {"K": cfg["K"], "tokens": list(TOKENS),
-                            "v": [theorem_v(base["Q"])] + cfg["v"], "concept_cos": cfg["cos"]}, quick)
+                            "v": [im_li.default_v(base["Q"])] + cfg["v"], "concept_cos": cfg["cos"]}, quick)
 
 
 def compute(ctx) -> dict:
@@ -272,7 +269,7 @@ def compute(ctx) -> dict:
             "n_test": np.asarray(base["n_test"]), "unseen": np.asarray(base["unseen"]),
             "steps": np.asarray(base["steps"]), "seeds": np.asarray(SEEDS[ctx.quick]),
             "checked_seeds": np.asarray(cfg["checked_seeds"]),
-            "v_theorem": np.asarray(theorem_v(base["Q"]))}
+            "v_theorem": np.asarray(im_li.default_v(base["Q"]))}
 
 
 def exact_status(data) -> dict:
@@ -297,7 +294,7 @@ def exact_status(data) -> dict:
 
 def render(data, ctx) -> list:
     """`q2_unseen.*`: unseen risk vs v and ρ with the mean-field lines, recursion errors."""
-    from figures.audit_data import plot_unseen
+    from dpolab.figures.audit_data import plot_unseen
 
     return plot_unseen(data, ctx.dir)
 

@@ -2,10 +2,10 @@
 
 The theorems assume orthonormal concept vectors c_k; Appendix C allows a tilt δ ≤ min(εv/8, 1/4)
 (≈ 0.0026 at Z = 1). Here the concept vectors share a direction: ⟨c_i, c_j⟩ = ρ (sweep parameter
-concept_cos, `sims.data.concept_vectors`) up to ρ = 0.95, far beyond that allowance, plus the
+concept_cos, `dpolab.sims.data.concept_vectors`) up to ρ = 0.95, far beyond that allowance, plus the
 appendix's own tilt δ for reference.
 
-Predictions (THEORY §1.2, mean field of `audit.q2_unseen.mean_field`):
+Predictions (THEORY §1.2, mean field of `dpolab.audit.q2_unseen.mean_field`):
 * new tokens per value: C_ij = 0 across values, and within a value the Gram matrix of the
   features has the same law for every ρ (c_k stays a unit vector ⟂ e_1, the noise is isotropic), so
   ρ has no effect on any margin or risk;
@@ -23,12 +23,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from audit.q2_unseen import (BASE, SEEDS, TOKENS, mean_field, pooled_risk_ci, seed_mean_ci, spec_dict,
-                              theorem_v)
-from sims.checks_generalization import bound_status
-from sims.data import low_rank_spectrum
-from sims.registry import CheckResult
-from theory import im_li
+from dpolab.audit.q2_unseen import BASE, SEEDS, TOKENS, mean_field, pooled_risk_ci, seed_mean_ci, spec_dict
+from dpolab.checks.generalization import bound_status
+from dpolab.checks.result import CheckResult
+from dpolab.sims.data import low_rank_spectrum
+from dpolab.theory import im_li
 
 NAME = "q3-nonorthogonal"
 TITLE = "Q3. Non-orthogonal values: where do Theorem 4.2's sandwich and Theorem 4.3's bounds stop holding?"
@@ -71,7 +70,7 @@ def summarize(cols) -> dict:
     """Per grid point of one sweep (columns `cols` of its summary): measured metrics with 95%
     intervals (sandwich and margins: mean ± 1.96·SE over seeds; risks: pooled Clopper–Pearson),
     both bounds, and the mean field (`mean_field`, `mean_field_sandwich`; the noise spectrum of
-    `sims.data.low_rank_spectrum` where noise_rank > 0)."""
+    `dpolab.sims.data.low_rank_spectrum` where noise_rank > 0)."""
     point = cols["point"]
     pts, first = np.unique(point, return_index=True)
     n_seen = 2.0 * cols["n_test"] * cols["K"]
@@ -147,13 +146,13 @@ def compute(ctx) -> dict:
     return data | {"sweeps": np.asarray(list(sweeps)), "seeds": np.asarray(SEEDS[ctx.quick]),
                    "Q": np.asarray(base["Q"]), "steps": np.asarray(base["steps"]),
                    "checkpoints": np.asarray(base["checkpoints"]),
-                   "v_theorem": np.asarray(theorem_v(base["Q"])), "delta_cap": np.asarray(DELTA_CAP)}
+                   "v_theorem": np.asarray(im_li.default_v(base["Q"])), "delta_cap": np.asarray(DELTA_CAP)}
 
 
 def render(data, ctx) -> list:
     """`q3_sandwich.*` (sandwich maps over ρ × K, δ reference) and `q3_risk.*` (risk vs ρ, v and
     against the refined bound)."""
-    from figures.audit_data import plot_nonorthogonal
+    from dpolab.figures.audit_data import plot_nonorthogonal
 
     return plot_nonorthogonal(data, ctx.dir)
 

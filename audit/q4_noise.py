@@ -2,13 +2,13 @@
 
 The theorems assume isotropic cluster noise v²I_d. Real hidden states are far from it: their
 within-cluster covariance has a small effective rank r_eff = (tr Σ)²/tr Σ². Here the noise is a
-rank-`noise_rank` spike carrying a fraction `noise_share` of the variance (`sims.data.
+rank-`noise_rank` spike carrying a fraction `noise_share` of the variance (`dpolab.sims.data.
 low_rank_spectrum`: the spiked coordinates are spread evenly over all d, so e_1, the bias
 direction, is always one of them, concept coordinates only when the spike is wide enough),
 calibrated to real embeddings:
 
 * real track (`ctx.features` on the paper's K = 4 persona set, Gemma-3-270M): the pooled
-  within-cluster spectrum and v of `sims.llm.diagnose.data_model_estimates` (units ‖c_k‖ = 1);
+  within-cluster spectrum and v of `dpolab.sims.llm.diagnose.data_model_estimates` (units ‖c_k‖ = 1);
   the spike's (rank, share) is the pair whose share is the real top-rank variance fraction and
   whose effective rank is closest to the real one, and v_cal = √(tr Σ / d) keeps the real total
   noise energy in the simulation's d = 5Q;
@@ -18,7 +18,7 @@ calibrated to real embeddings:
   reports no concept norm); the v axis spans the theorem's value to far beyond it either way.
 
 Then Theorem 4.2's sandwich and Theorem 4.3's risk bounds are re-checked over v, with the
-mean-field risk of `audit.q2_unseen.mean_field` (which takes the spectrum) beside the measurement.
+mean-field risk of `dpolab.audit.q2_unseen.mean_field` (which takes the spectrum) beside the measurement.
 
 References:
     [IL] S. Im, S. Li, arXiv 2408.03459: Theorems 4.2, 4.3; App. E (embedding statistics).
@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from audit.q2_unseen import BASE, SEEDS, spec_dict, theorem_v
-from audit.q3_nonorthogonal import BOUND_BASE, summarize
-from sims.checks_generalization import bound_status
-from sims.data import low_rank_spectrum
-from sims.registry import CheckResult
+from dpolab.audit.q2_unseen import BASE, SEEDS, spec_dict
+from dpolab.audit.q3_nonorthogonal import BOUND_BASE, summarize
+from dpolab.checks.generalization import bound_status
+from dpolab.checks.result import CheckResult
+from dpolab.sims.data import low_rank_spectrum
+from dpolab.theory import im_li
 
 NAME = "q4-noise"
 TITLE = "Q4. Realistic noise: do Theorems 4.2/4.3 hold under anisotropic low-rank noise?"
@@ -72,8 +73,8 @@ def calibration(ctx, d: int, limit: int) -> dict:
     """Real-embedding estimates (or the stated fallback) and the spike calibrated to them."""
     why = ctx.real_unavailable()
     if why is None:
-        from sims.llm.diagnose import data_model_estimates, embedding_structure
-        from sims.llm.persona import paper_persona_set
+        from dpolab.sims.llm.diagnose import data_model_estimates, embedding_structure
+        from dpolab.sims.llm.persona import paper_persona_set
 
         feats = ctx.features(paper_persona_set(4, ctx.persona_dir), limit)
         gs = [f.g.astype(np.float64) for f in feats.values()]
@@ -103,7 +104,7 @@ def compute(ctx) -> dict:
     base = dict(cfg["base"], K=cfg["K"])
     d = 5 * base["Q"]
     cal = calibration(ctx, d, cfg["limit"])
-    vs = [theorem_v(base["Q"])] + cfg["v"] + ([round(cal["v_cal"], 4)] if cal["source"] == "real" else [])
+    vs = [im_li.default_v(base["Q"])] + cfg["v"] + ([round(cal["v_cal"], 4)] if cal["source"] == "real" else [])
     vs = sorted(set(vs))
     rank, share = cal["rank"], round(cal["share"], 4)
     sweeps = {"spike": (dict(base, tokens="distinct", noise_share=share), {"noise_rank": [0, rank], "v": vs}),
@@ -126,7 +127,7 @@ def compute(ctx) -> dict:
     spike = np.asarray(low_rank_spectrum(d, rank, cal["share"]))
     return data | {f"cal_{k}": np.asarray(v) for k, v in cal.items()} | {
         "sweeps": np.asarray(list(sweeps)), "seeds": np.asarray(SEEDS[ctx.quick]), "Q": np.asarray(base["Q"]),
-        "K": np.asarray(base["K"]), "d": np.asarray(d), "v_theorem": np.asarray(theorem_v(base["Q"])),
+        "K": np.asarray(base["K"]), "d": np.asarray(d), "v_theorem": np.asarray(im_li.default_v(base["Q"])),
         "limit": np.asarray(cfg["limit"]), "model_spectrum": np.sort(spike)[::-1],
         "spike_on_e1": np.asarray(spike[0] > 1), "spike_on_concepts": np.asarray(
             np.mean(spike[1:base["K"] + 1] > 1))}
@@ -134,7 +135,7 @@ def compute(ctx) -> dict:
 
 def render(data, ctx) -> list:
     """`q4_noise.*`: spectra, risk and sandwich vs v (isotropic vs spiked), risk vs bound."""
-    from figures.audit_data import plot_noise
+    from dpolab.figures.audit_data import plot_noise
 
     return plot_noise(data, ctx.dir)
 
@@ -170,7 +171,7 @@ def _inside(c) -> int:
 
 def report(data) -> str:
     """The audit.md section: calibration (or fallback), sandwich and risk vs v, bounds."""
-    from audit.q3_nonorthogonal import _rows
+    from dpolab.audit.q3_nonorthogonal import _rows
 
     real = str(data["cal_source"]) == "real"
     cal = {k[4:]: data[k] for k in data if k.startswith("cal_")}
@@ -259,7 +260,7 @@ def report(data) -> str:
 
 def finding(data) -> CheckResult:
     """A finding: sandwich / window limits per noise configuration, bound violations."""
-    from audit.q3_nonorthogonal import _rows
+    from dpolab.audit.q3_nonorthogonal import _rows
 
     status = _rows(data, "refined_status")
     return CheckResult(

@@ -35,9 +35,9 @@ import math
 import numpy as np
 from scipy import stats
 
-from sims.registry import CheckResult
-from theory import im_li
-from theory.losses import get_loss
+from dpolab.checks.result import CheckResult
+from dpolab.theory import im_li
+from dpolab.theory.losses import get_loss
 
 NAME = "q5-adam"
 TITLE = "Q5. Adam vs gradient descent: does the 1/K margin and risk ordering survive Adam?"
@@ -96,9 +96,9 @@ def noise_free_recursion(h, n, *, loss="dpo", flip=0.0, eps=0.0):
     """Exact noise-free GD margins m_0..m_n of a clean sample (v = 0, distinct or shared tokens).
 
     Every row of C sums to 4Q without noise, so r(j+1) = r(j) + h·[(1−f)·w(r) − f·w(−r)] with
-    h = 2ηβ²/K and the loss weight w = −f′ (`theory.losses`), when a fraction f of each cluster's
+    h = 2ηβ²/K and the loss weight w = −f′ (`dpolab.theory.losses`), when a fraction f of each cluster's
     labels is flipped (flipped samples have margin −r). f = 0, dpo: r + hσ(−r), whose h → 0 limit
-    is `theory.im_li.dpo_noise_free` at 2β²t/K = hj.
+    is `dpolab.theory.im_li.dpo_noise_free` at 2β²t/K = hj.
 
     Args:
         h: per-step gain 2ηβ²/K, a float or an array (broadcast). n: number of steps.
@@ -121,7 +121,7 @@ def noise_free_recursion(h, n, *, loss="dpo", flip=0.0, eps=0.0):
 
 def sweep_spec(seeds, fixed, grid, *, quick, root_seed=0):
     """An "im-li" sweep spec; one chunk per static group (QUICK_POINTS per chunk when quick)."""
-    from sims.sweep_sims import IM_LI_PARAMS
+    from dpolab.sims.sweep.simulations import IM_LI_PARAMS
 
     dynamic = [len(v) for k, v in grid.items() if not IM_LI_PARAMS[k].static]
     points = QUICK_POINTS if quick else max(1, math.prod(dynamic))
@@ -202,7 +202,7 @@ def compute(ctx) -> dict:
 
 def render(data, ctx) -> list:
     """`q5_adam_vs_gd.*`: margins and test risk against K per regime, optimiser and schedule."""
-    from figures.audit_dynamics import plot_q5
+    from dpolab.figures.audit_dynamics import plot_q5
 
     return plot_q5(data, ctx.dir)
 

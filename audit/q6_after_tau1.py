@@ -1,7 +1,7 @@
 """Audit Q6: what happens after τ_1? Margins, loss, train and test error up to 64·τ_1.
 
 Theorems 4.2–4.3 stop at τ_1 = Kτ·log3/(5β²). Past it nothing is claimed, but the noise-free
-closed form r + e^r = 1 + 2β²t/(Kτ) (THEORY §1.6, `theory.im_li.dpo_noise_free`) keeps
+closed form r + e^r = 1 + 2β²t/(Kτ) (THEORY §1.6, `dpolab.theory.im_li.dpo_noise_free`) keeps
 describing the mean margin: it reaches log 3 — the top of the theorem's window [0, log 3] — when
 log 3 + 3 = 1 + 2β²t/(Kτ), i.e. at t× = K(2 + log 3)/(2β²) = τ_1·5(2 + log 3)/(2 log 3) ≈ 7.05·τ_1
 for every K and β (`exit_time_ratio`). With noise the margins spread around that curve, so the
@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from audit.q5_adam import fmt_ci, mean_ci, noise_free_recursion, per_point, sweep_spec
-from sims.registry import CheckResult
-from sims.risk import clopper_pearson
-from theory import im_li
+from dpolab.audit.q5_adam import fmt_ci, mean_ci, noise_free_recursion, per_point, sweep_spec
+from dpolab.checks.result import CheckResult
+from dpolab.sims.risk import clopper_pearson
+from dpolab.theory import im_li
 
 NAME = "q6-after-tau1"
 TITLE = "Q6. After τ_1: do the margins leave [0, log 3] when the closed form says, and does the " \
@@ -113,7 +113,7 @@ def compute(ctx) -> dict:
 
 def render(data, ctx) -> list:
     """`q6_after_tau1.*`: margins, window fraction, loss and errors against t/τ_1."""
-    from figures.audit_dynamics import plot_q6
+    from dpolab.figures.audit_dynamics import plot_q6
 
     return plot_q6(data, ctx.dir)
 

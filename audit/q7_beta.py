@@ -4,7 +4,7 @@ Theory. The GD recursion r(n+1) = r(n) + (ηβ²/N) C σ(−r(n)) (THEORY §1.2)
 through ηβ², and the loss weights σ(−r) only through r. So two GD runs on the same data with the
 same ηβ² and step count have the SAME margins at every step, whatever β: the collapse on β²t is
 exact up to rounding (Part A; a pass/fail check). Across K it holds up to noise and cross-pair
-terms (the noise-free recursion, `audit.q5_adam.noise_free_recursion`, is the same for every K at
+terms (the noise-free recursion, `dpolab.audit.q5_adam.noise_free_recursion`, is the same for every K at
 the same h = 2ηβ²/K). At a FIXED step size η the per-step margin gain h = 2ηβ²/K grows as β², so
 reaching the same s takes n = 2s/h steps and the margins follow the Euler discretisation of the
 flow instead of the flow (Part B: the recursion at (h, n) predicts the deviation exactly for
@@ -26,9 +26,9 @@ import math
 
 import numpy as np
 
-from audit.q5_adam import fmt_ci, mean_ci, noise_free_recursion, per_point, sweep_spec
-from sims.registry import CheckResult
-from theory import im_li
+from dpolab.audit.q5_adam import fmt_ci, mean_ci, noise_free_recursion, per_point, sweep_spec
+from dpolab.checks.result import CheckResult
+from dpolab.theory import im_li
 
 NAME = "q7-beta"
 TITLE = "Q7. β sensitivity: do margins collapse on β²t/(Kτ) across β and K, and where does it break?"
@@ -59,7 +59,7 @@ def euler_threshold(s_end, tol=DISCRETISATION_TOL, n_max=4096):
 
 def adam_estimate(betas, Ks, t_mult, *, Q):
     """(B, K, T) sign-descent margin 2βt·(1 + v(d−K−1)√(2/(π·2Q))) at t = t_mult·τ_1(K, β), in the
-    theorem regime (d = 5Q, v = 1/(32√Q), distinct tokens); see `audit.q5_adam.predictions`."""
+    theorem regime (d = 5Q, v = 1/(32√Q), distinct tokens); see `dpolab.audit.q5_adam.predictions`."""
     b, K, tm = betas[:, None, None], Ks[None, :, None], t_mult[None, None, :]
     v = float(im_li.default_v(Q))
     t = tm * im_li.tau_1(K=K, beta=b)
@@ -117,7 +117,7 @@ def compute(ctx) -> dict:
 
 def render(data, ctx) -> list:
     """`q7_beta.*`: GD and Adam margins against s, Adam against βt, fixed-η discretisation."""
-    from figures.audit_dynamics import plot_q7
+    from dpolab.figures.audit_dynamics import plot_q7
 
     return plot_q7(data, ctx.dir)
 

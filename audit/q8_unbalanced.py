@@ -10,7 +10,7 @@ K·q_last/ΣQ < 0.126. The *sign* of a test margin does not depend on that scale
 minority's test risk should be that of a balanced mixture with its own Q (same d, v).
 
 Exact check (pass/fail): at v = 0 the sweep's minority margin equals the GD recursion
-r(n+1) = r(n) + (ηβ²/N) C σ(−r(n)) on the noise-free training set (`sims.reference`).
+r(n+1) = r(n) + (ηβ²/N) C σ(−r(n)) on the noise-free training set (`dpolab.sims.reference`).
 
 References:
     [IL] S. Im, S. Li, arXiv 2408.03459: Lemma 4.1, Theorem 4.2 (window at τ_1), Theorem 4.3
@@ -23,8 +23,8 @@ import math
 
 import numpy as np
 
-from sims.registry import CheckResult
-from theory import im_li
+from dpolab.checks.result import CheckResult
+from dpolab.theory import im_li
 
 NAME = "q8-unbalanced"
 TITLE = "Q8. Unbalanced values: the minority value's margin and risk, and per-value bounds"
@@ -41,7 +41,7 @@ Z95 = 1.959963984540054
 
 def noise_levels(Q) -> list[float]:
     """[0, Theorem 4.2's 1/(32√Q), V_NOISY]."""
-    return [0.0, 1.0 / (32.0 * math.sqrt(Q)), V_NOISY]
+    return [0.0, im_li.default_v(Q), V_NOISY]
 
 
 def equal_total_q(K, Q, q_last) -> int:
@@ -78,9 +78,9 @@ def recursion_margin(*, K, Q, q_last, d, eta, steps, beta=1.0):
     """
     import jax
 
-    from sims.config import DataSpec, make_params
-    from sims.data import sample_dataset
-    from sims.reference import dataset_cross_terms, margin_recursion
+    from dpolab.sims.config import DataSpec, make_params
+    from dpolab.sims.data import sample_dataset
+    from dpolab.sims.reference import dataset_cross_terms, margin_recursion
 
     spec = DataSpec(K=K, Q=(Q,) * (K - 1) + (q_last,), d=d, n_test=1)
     data = sample_dataset(jax.random.key(0), spec, make_params(beta=beta, eta=eta, v=0.0), 0)
@@ -93,7 +93,7 @@ def recursion_margin(*, K, Q, q_last, d, eta, steps, beta=1.0):
 
 def per_value_bound(bound, qs, *, d, vs):
     """(len(qs), len(vs)) Theorem 4.3 bound for one value alone (K = 1) at its own Q (l_b = 1/2,
-    Z = 1). References: [IL] Theorem 4.3; `theory.im_li.bound_simplified` / `bound_refined`."""
+    Z = 1). References: [IL] Theorem 4.3; `dpolab.theory.im_li.bound_simplified` / `bound_refined`."""
     if bound == "simplified":
         return np.array([[float(im_li.bound_simplified(K=1, Q=q))] * len(vs) for q in qs])
     return np.array([[float(im_li.bound_refined(K=1, Q=q, d=d, v=v, lb=0.5, Z=1)) for v in vs]
@@ -167,7 +167,7 @@ def compute(ctx) -> dict:
 
 def render(data, ctx) -> list:
     """`q8_unbalanced.*`: minority margin vs the share law, risks per case, bounds at own Q."""
-    from figures.audit_scaling import plot_unbalanced
+    from dpolab.figures.audit_scaling import plot_unbalanced
 
     return plot_unbalanced(data, ctx.dir)
 
@@ -251,7 +251,7 @@ def report(data) -> str:
     for q, f in zip(qs, data["condition_fails"]):
         fail_q.setdefault(str(f), []).append(f"{q:g}")
     fails = "; ".join(f"{f} at q_last ∈ {{{', '.join(v)}}}" for f, v in fail_q.items())
-    c2, c1 = comparisons(data, 2), comparisons(data, 1)
+    c2 = comparisons(data, 2)
     vac = {b: int(np.sum(data[f"bound_{b}_own"][:-1, 1:] >= 1)) for b in im_li.BOUNDS}
     worst_thm = max(float(data[k][:, 1].mean(-1).max())
                     for k in ("minority_risk", "own_risk", "total_risk", "majority_risk"))

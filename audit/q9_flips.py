@@ -3,7 +3,7 @@ training labels inside the multi-value mixture.
 
 Theory (noise-free limit, distinct tokens, a fraction ε of each cluster's labels flipped; a
 flipped sample has margin −m when the clean ones have m). Every value evolves on its own and
-m(j+1) = m(j) + h·[(1−ε)w(m) − εw(−m)], h = 2ηβ²/K (`audit.q5_adam.noise_free_recursion`):
+m(j+1) = m(j) + h·[(1−ε)w(m) − εw(−m)], h = 2ηβ²/K (`dpolab.audit.q5_adam.noise_free_recursion`):
 - DPO, w = σ(−z): the drift is (1−ε)σ(−m) − εσ(m): the early signal is scaled by (1 − 2ε), and
   m saturates at log((1−ε)/ε) (the flow solves m − log((1−ε−εe^m)/(1−2ε))/ε = 2(1−ε)s,
   `dpo_flip_flow`).
@@ -32,9 +32,9 @@ import math
 import numpy as np
 from scipy import stats
 
-from audit.q5_adam import fmt_ci, mean_ci, noise_free_recursion, per_point, sweep_spec
-from sims.registry import CheckResult
-from theory import im_li
+from dpolab.audit.q5_adam import fmt_ci, mean_ci, noise_free_recursion, per_point, sweep_spec
+from dpolab.checks.result import CheckResult
+from dpolab.theory import im_li
 
 NAME = "q9-flips"
 TITLE = "Q9. Label flips inside the value mixture: does rDPO's 1/(1−2ε) story hold per value, " \
@@ -131,7 +131,7 @@ def compute(ctx) -> dict:
 
 def render(data, ctx) -> list:
     """`q9_flips.*`: margins (theorem regime), test error and worst-value error (v = 0.3)."""
-    from figures.audit_dynamics import plot_q9
+    from dpolab.figures.audit_dynamics import plot_q9
 
     return plot_q9(data, ctx.dir)
 

@@ -1,42 +1,26 @@
-"""Benchmark harness: timing helpers, read-bandwidth probes, the suite registry and the table.
-
-A suite is a function `suite(*, quick: bool) -> dict` registered under a name in `SUITES`;
-`run_suite(name, quick=...)` switches float64 on, runs it and returns its result (a JSON-ready
-dict). The CLI (`dpolab bench`) is a thin shell over `run_suite` and `format_table`.
-"""
+"""Benchmark harness: timing helpers, read-bandwidth probes, the host description and the table
+(`format_table`). The suites and `run_suite` are in `dpolab.bench`."""
 from __future__ import annotations
 
 import math
 import os
+import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-SUITES: dict[str, Callable[..., dict]] = {}
+from dpolab.errors import InputError
 
 # Fallback when the OS does not report a cache hierarchy (bytes).
 _DEFAULT_LLC_BYTES = 64 * 2**20
 
 
-def register(name: str):
-    """Decorator: registers `suite(*, quick) -> dict` under `name` in `SUITES`."""
-
-    def wrap(fn):
-        if name in SUITES and SUITES[name] is not fn:
-            raise ValueError(f"suite={name!r} is already registered")
-        SUITES[name] = fn
-        return fn
-
-    return wrap
-
-
 def _check_repeats(field, value, lo):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{field}={value!r} is not allowed: {field} must be an integer >= {lo}")
+        raise InputError(f"{field}={value!r} is not allowed: {field} must be an integer >= {lo}")
 
 
 def time_fn(fn, *args, repeats: int = 3, warmup: int = 1) -> float:
@@ -99,7 +83,7 @@ def read_bandwidth(n_bytes: int, *, repeats: int = 3) -> dict[str, float]:
     threads = max(os.cpu_count() or 1, 1)
     parts = np.array_split(x, threads)
     with ThreadPoolExecutor(threads) as pool:
-        out["numpy_sum_threads"] = gb(time_fn(lambda: list(pool.map(np.sum, parts)),
+        out["numpy_sum_threads"] = gb(time_fn(lambda chunks: list(pool.map(np.sum, chunks)), parts,
                                               repeats=repeats))
     del parts
     ones = np.ones(1024)
@@ -110,39 +94,6 @@ def read_bandwidth(n_bytes: int, *, repeats: int = 3) -> dict[str, float]:
     out["jax_sum"] = gb(time_fn(jax.jit(jnp.sum), xj, repeats=repeats))
     del xj
     return out
-
-
-def _load_suites() -> None:
-    """Imports the modules that register suites (they import this module, hence lazily)."""
-    import bench.im_li  # noqa: F401  (registers "im-li")
-    import bench.rdpo  # noqa: F401  (registers "rdpo")
-    import bench.sweep  # noqa: F401  (registers "sweep")
-    import bench.llm  # noqa: F401  (registers "llm")
-
-
-def run_suite(name: str, *, quick: bool = False) -> dict:
-    """Runs the benchmark suite `name` in float64 and returns its JSON-ready result.
-
-    Args:
-      name: a key of `SUITES` (e.g. "im-li").
-      quick: a tiny configuration that runs in seconds (for tests); its timings mean little.
-    Returns:
-      The suite's result dict (see the suite's docstring for its keys).
-    Raises:
-      ValueError: `name` is not a registered suite (raised before anything is computed).
-    """
-    _load_suites()
-    if name not in SUITES:
-        raise ValueError(f"suite={name!r} is not allowed: suite must be one of "
-                         f"{tuple(sorted(SUITES))}")
-    # Float64 is the benchmark's precision; the CLI does not switch it on itself.
-    jax.config.update("jax_enable_x64", True)
-    start = time.perf_counter()
-    result = SUITES[name](quick=bool(quick))
-    result["suite"] = name
-    result["quick"] = bool(quick)
-    result["wall_s"] = time.perf_counter() - start
-    return result
 
 
 def _fmt_s(x) -> str:
@@ -214,5 +165,14 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-# Register the built-in suites so that `SUITES` is complete on import (they import this module).
-_load_suites()
+def host() -> dict:
+    """The machine a benchmark ran on: CPU model and count, JAX device, versions."""
+    model = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                         model)
+    except OSError:
+        pass
+    return dict(cpu=model, n_cpus=os.cpu_count(), device=str(jax.devices()[0].device_kind),
+                jax=jax.__version__, numpy=np.__version__, python=platform.python_version())

@@ -4,9 +4,9 @@ Measured side by side in one run, for K values, Q samples per cluster, d feature
 GD in float64 (Im & Li's Theorem 4.2 regime: v = 1/(32√Q), l_b = 1/2, β = 1, η = τ_1/steps so
 the last step is t = τ_1):
 
-1. the fast path, `sims.train.make_trainer` jitted (compile timed apart from steady state);
+1. the fast path, `dpolab.sims.train.make_trainer` jitted (compile timed apart from steady state);
 2. a per-sample NumPy loop of the same GD update (what a researcher would write first);
-3. the full-vocabulary log-softmax head trained by autodiff (`sims.reference.full_vocab_autodiff`,
+3. the full-vocabulary log-softmax head trained by autodiff (`dpolab.sims.reference.full_vocab_autodiff`,
    the way the paper's code trains), and a train-only variant of it (no per-step logging,
    reference log-probs cached) as the fairest full-vocabulary equal-work baseline;
 4. the memory-bandwidth floor: feature bytes read per step ÷ the machine's read bandwidth.
@@ -21,21 +21,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import platform
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench.harness import last_level_cache_bytes, read_bandwidth, register, time_fn
-from sims.config import DataSpec, TrainSpec, make_params
-from sims.data import reference_head, sample_dataset, split_keys
-from sims.reference import full_vocab_autodiff
-from sims.train import check_finite, make_trainer
-from theory.im_li import tau_1
-from theory.losses import get_loss
+from dpolab.bench.harness import host, last_level_cache_bytes, read_bandwidth, time_fn
+from dpolab.errors import InputError
+from dpolab.sims.config import DataSpec, TrainSpec, make_params
+from dpolab.sims.data import reference_head, sample_dataset, split_keys
+from dpolab.sims.reference import full_vocab_autodiff
+from dpolab.sims.train import check_finite, make_trainer
+from dpolab.theory.im_li import default_v, tau_1
+from dpolab.theory.losses import get_loss
 
 # Speed targets of the issue: printed beside the measurements, never asserted.
 TARGETS = {
@@ -85,15 +84,15 @@ class ImLiBench:
                           ("repeats", 3), ("full_vocab_repeats", 1), ("seed", 0)]:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                raise ValueError(f"{field}={value!r} is not allowed: {field} must be an "
+                raise InputError(f"{field}={value!r} is not allowed: {field} must be an "
                                  f"integer >= {lo}")
         for field in ("numpy_steps", "full_vocab_steps"):
             if getattr(self, field) > self.steps:
-                raise ValueError(f"{field}={getattr(self, field)!r} is not allowed: {field} "
+                raise InputError(f"{field}={getattr(self, field)!r} is not allowed: {field} "
                                  f"must be <= steps={self.steps}")
         if self.bandwidth_bytes is not None and (not isinstance(self.bandwidth_bytes, int)
                                                  or self.bandwidth_bytes < 8 * 1024):
-            raise ValueError(f"bandwidth_bytes={self.bandwidth_bytes!r} is not allowed: "
+            raise InputError(f"bandwidth_bytes={self.bandwidth_bytes!r} is not allowed: "
                              "bandwidth_bytes must be None or an integer >= 8192")
 
 
@@ -149,7 +148,7 @@ def make_full_vocab_gd_step(*, beta, eta, loss="dpo"):
 
     Returns `step(w, g, y_w, y_l, ref_diff) -> w'` (jitted): w (V, d), g (N, d), y_w, y_l (N,)
     vocabulary ids, ref_diff (N,) log π_0(y_w|x) − log π_0(y_l|x). Same objective as
-    `sims.reference.full_vocab_autodiff` without its per-step logging.
+    `dpolab.sims.reference.full_vocab_autodiff` without its per-step logging.
     """
     fn = get_loss(loss)
 
@@ -169,19 +168,6 @@ def _max_abs_diff(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
 
 
-def _host() -> dict:
-    model = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
-                         model)
-    except OSError:
-        pass
-    return dict(cpu=model, n_cpus=os.cpu_count(), device=str(jax.devices()[0].device_kind),
-                jax=jax.__version__, numpy=np.__version__, python=platform.python_version())
-
-
-@register("im-li")
 def im_li_suite(*, quick: bool = False, bench: ImLiBench | None = None) -> dict:
     """Runs the "im-li" benchmark and returns a JSON-ready dict.
 
@@ -202,7 +188,7 @@ def im_li_suite(*, quick: bool = False, bench: ImLiBench | None = None) -> dict:
     b = bench if bench is not None else (QUICK if quick else FULL)
     beta = 1.0
     eta = tau_1(K=b.K, beta=beta) / b.steps
-    params = make_params(beta=beta, eta=eta, v=1.0 / (32.0 * math.sqrt(b.Q)), lb=0.5)
+    params = make_params(beta=beta, eta=eta, v=default_v(b.Q), lb=0.5)
     spec = DataSpec(K=b.K, Q=b.Q, d=b.d, n_test=b.n_test, vocab=b.vocab)
     key = jax.random.key(b.seed)
     data = sample_dataset(key, spec, params, split=0)
@@ -239,7 +225,7 @@ def im_li_suite(*, quick: bool = False, bench: ImLiBench | None = None) -> dict:
     checks = {"numpy_loop": dict(steps=b.numpy_steps, tol=NUMPY_TOL,
                                  max_abs_diff=_max_abs_diff(r_np, fast_margins[b.numpy_steps]))}
 
-    # 3a. full-vocabulary reference (sims.reference), best of a few short runs
+    # 3a. full-vocabulary reference (dpolab.sims.reference), best of a few short runs
     w0 = reference_head(split_keys(key, 0)[1], spec, params.ref_scale)
     y_w, y_l = data.chosen, data.rejected
     s_fv = b.full_vocab_steps
@@ -321,7 +307,7 @@ def im_li_suite(*, quick: bool = False, bench: ImLiBench | None = None) -> dict:
                     repeats=b.repeats, full_vocab_repeats=b.full_vocab_repeats,
                     bandwidth_array_bytes=int(bw_bytes // 8 // 1024 * 1024 * 8),
                     llc_bytes=int(llc)),
-        host=_host(),
+        host=host(),
         jax_backend=jax.default_backend(),
         precision=str(data.g.dtype),
         targets=dict(TARGETS),
@@ -336,7 +322,7 @@ def im_li_suite(*, quick: bool = False, bench: ImLiBench | None = None) -> dict:
         f" the run also records checkpoints at steps 0 and {b.steps}); compile timed apart.",
         f"NumPy loop: {b.numpy_steps} steps run and timed one by one, s/step = fastest step; the "
         f"{b.steps}-step time is EXTRAPOLATED (s/step × {b.steps}).",
-        f"full-vocab reference: sims.reference.full_vocab_autodiff, V={b.vocab}, best of "
+        f"full-vocab reference: dpolab.sims.reference.full_vocab_autodiff, V={b.vocab}, best of "
         f"{b.full_vocab_repeats} {s_fv}-step runs ÷ {s_fv} (SCALED per step); it also evaluates "
         f"margins and log-probs after every step and recomputes the reference log-softmax.",
         f"full-vocab train-only: same objective, reference log-probs cached, one jitted grad+update"

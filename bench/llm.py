@@ -1,6 +1,6 @@
 """Suite "llm": feature-extraction throughput of the real-embedding track and cache reuse.
 
-Runs `sims.llm.extract.extract` for the paper's K = 2 persona set (limit statements each) into a
+Runs `dpolab.sims.llm.extract.extract` for the paper's K = 2 persona set (limit statements each) into a
 fresh folder with an already loaded model (statements per second on this machine), then again
 into the same folder (every persona reused from its checksummed npz; the model is not loaded).
 Model load time (from the float32 cache) is reported apart. Needs the `llm` extra and
@@ -13,14 +13,11 @@ import time
 
 import jax
 
-from bench.harness import register
 
-
-@register("llm")
 def llm_suite(*, quick: bool = False) -> dict:
-    from sims.llm.extract import extract
-    from sims.llm.model import MODEL_NAME, load_model
-    from sims.llm.persona import paper_persona_set
+    from dpolab.sims.llm.extract import extract
+    from dpolab.sims.llm.model import MODEL_NAME, load_model
+    from dpolab.sims.llm.persona import paper_persona_set
 
     limit = 8 if quick else 200
     names = paper_persona_set(2)

@@ -1,9 +1,9 @@
 """Suite "rdpo": the bandit rDPO fit over a seeds × ε × n grid, vmapped, against a SciPy loop.
 
-Measured side by side in one run, on one log-linear bandit instance (`sims.bandit`, d = 4,
+Measured side by side in one run, on one log-linear bandit instance (`dpolab.sims.bandit`, d = 4,
 S = 32 contexts, A = 8 actions, ‖ω*‖ = 1.5, β = 1, Θ_B with B = 8), in float64:
 
-1. the fast path: `sims.bandit.make_fit` (damped projected Newton, then projected-gradient
+1. the fast path: `dpolab.sims.bandit.make_fit` (damped projected Newton, then projected-gradient
    polishing up to `steps` steps until converged) jitted and vmapped
    over the whole grid — seeds × ε (a stacked `BanditParams`) × n (the dynamic `n_active`, so one
    compilation serves every sample size); compile timed apart from steady state;
@@ -33,10 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import optimize
 
-from bench.harness import register, time_fn
-from bench.im_li import _host
-from sims.bandit import (BanditParams, BanditSpec, make_bandit_params, make_fit, make_instance,
-                         sample_pairs)
+from dpolab.bench.harness import host, time_fn
+from dpolab.errors import InputError
+from dpolab.sims.bandit import BanditParams, BanditSpec, make_bandit_params, make_fit, make_instance, sample_pairs
 
 # Speed target of the issue: printed beside the measurement, never asserted.
 TARGETS = {"speedup_vs_scipy": 10.0}
@@ -81,24 +80,24 @@ class RdpoBench:
                           ("repeats", 3), ("scipy_repeats", 1), ("instance_seed", 0)]:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                raise ValueError(f"{field}={value!r} is not allowed: {field} must be an "
+                raise InputError(f"{field}={value!r} is not allowed: {field} must be an "
                                  f"integer >= {lo}")
         if (not isinstance(self.eps, tuple) or not self.eps
                 or not all(isinstance(e, (int, float)) and 0 <= e < 0.5 for e in self.eps)):
-            raise ValueError(f"eps={self.eps!r} is not allowed: eps must be a non-empty tuple of "
+            raise InputError(f"eps={self.eps!r} is not allowed: eps must be a non-empty tuple of "
                              "floats in [0, 1/2)")
         if (not isinstance(self.ns, tuple) or not self.ns
                 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
                            for n in self.ns)):
-            raise ValueError(f"ns={self.ns!r} is not allowed: ns must be a non-empty tuple of "
+            raise InputError(f"ns={self.ns!r} is not allowed: ns must be a non-empty tuple of "
                              "integers >= 1")
         for field in ("beta", "B"):
             value = getattr(self, field)
             if not isinstance(value, (int, float)) or not 0 < value < math.inf:
-                raise ValueError(f"{field}={value!r} is not allowed: {field} must be a finite "
+                raise InputError(f"{field}={value!r} is not allowed: {field} must be a finite "
                                  "float > 0")
         if not isinstance(self.reward_scale, (int, float)) or not 0 <= self.reward_scale < math.inf:
-            raise ValueError(f"reward_scale={self.reward_scale!r} is not allowed: reward_scale "
+            raise InputError(f"reward_scale={self.reward_scale!r} is not allowed: reward_scale "
                              "must be a finite float >= 0")
 
     @property
@@ -123,7 +122,7 @@ def rdpo_objective_np(theta, x, theta0, *, beta, eps):
       (loss, gradient (d,)), float64.
 
     References:
-      [rDPO] (the de-biased loss); `theory.losses.rdpo`.
+      [rDPO] (the de-biased loss); `dpolab.theory.losses.rdpo`.
     """
     z = beta * (x @ (theta - theta0))
     sp_pos, sp_neg = np.logaddexp(0.0, z), np.logaddexp(0.0, -z)  # softplus(z), softplus(−z)
@@ -257,7 +256,6 @@ def scipy_grid_loop(x, theta0, *, beta, eps_values, ns, options=None):
     return theta, fun, nit, sorted(messages)
 
 
-@register("rdpo")
 def rdpo_suite(*, quick: bool = False, bench: RdpoBench | None = None) -> dict:
     """Runs the "rdpo" benchmark and returns a JSON-ready dict.
 
@@ -268,7 +266,8 @@ def rdpo_suite(*, quick: bool = False, bench: RdpoBench | None = None) -> dict:
     Returns:
       dict with, among others: speedup_vs_scipy (baseline total ÷ fast steady state), compile_s,
       fast_s, scipy_s (best pinned-BLAS pass), scipy_default_blas_s, n_fits, max_theta_diff,
-      max_loss_diff, max_margin_diff, max_theta_norm, scipy_nit_mean, scipy_messages, config, host, jax_backend, precision, targets, meets_targets, checks, notes,
+      max_loss_diff, max_margin_diff, max_theta_norm, scipy_nit_mean, scipy_messages, config, host,
+      jax_backend, precision, targets, meets_targets, checks, notes,
       table_rows.
     Raises:
       RuntimeError: a fit is not interior (‖θ̂‖ ≥ B), the fast path diverged, or the baseline's θ̂
@@ -366,7 +365,7 @@ def rdpo_suite(*, quick: bool = False, bench: RdpoBench | None = None) -> dict:
                     repeats=b.repeats, scipy_repeats=b.scipy_repeats,
                     scipy_options=dict(SCIPY_OPTIONS),
                     scipy_blas_threads=1 if n_pinned else "default"),
-        host=_host(),
+        host=host(),
         jax_backend=jax.default_backend(),
         precision=str(data.x.dtype),
         targets=dict(TARGETS),
@@ -375,7 +374,7 @@ def rdpo_suite(*, quick: bool = False, bench: RdpoBench | None = None) -> dict:
     result["meets_targets"] = {k: bool(result[k] >= t) for k, t in TARGETS.items()}
     grid_txt = f"{b.seeds} seeds × {len(b.eps)} ε × {len(b.ns)} n = {n_fits} fits"
     result["notes"] = [
-        f"fast path: sims.bandit.make_fit vmapped over {grid_txt} (ε via stacked BanditParams, n "
+        f"fast path: dpolab.sims.bandit.make_fit vmapped over {grid_txt} (ε via stacked BanditParams, n "
         f"via the dynamic n_active; one compilation), damped projected Newton then polishing "
         f"(at most {b.steps} steps, {int(np.max(np.asarray(fits.polish_steps)))} used);"
         f" best of {b.repeats} jitted calls (block_until_ready); compile = first call − steady "

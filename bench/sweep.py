@@ -7,7 +7,7 @@ compilation is paid and counted:
 1. local: `dpolab sweep --backend local` in a fresh process (one process, XLA free to use every
    core);
 2. Ray with 1 worker and with 2 workers: a local Ray with that many CPUs, started apart (its start
-   is reported, not counted), then `sims.sweep_ray.run_ray` (each worker pinned to one thread);
+   is reported, not counted), then `dpolab.sims.sweep.ray.run_ray` (each worker pinned to one thread);
    the wall time includes starting the workers, importing JAX in them and every compilation.
 
 Throughput is sample-steps per second: Σ over grid points and seeds of N·steps ÷ wall, N = 2KQ
@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench.harness import register
+from dpolab.errors import InputError
 
 # Targets of the issue: printed beside the measurements, never asserted.
 TARGETS = {
@@ -64,14 +64,14 @@ class SweepBench:
         for field in ("Q", "seeds", "steps", "chunk_size"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{field}={value!r} is not allowed: {field} must be an "
+                raise InputError(f"{field}={value!r} is not allowed: {field} must be an "
                                  "integer >= 1")
         for field in ("K", "v", "beta", "workers"):
             if not isinstance(getattr(self, field), tuple) or not getattr(self, field):
-                raise ValueError(f"{field}={getattr(self, field)!r} is not allowed: {field} "
+                raise InputError(f"{field}={getattr(self, field)!r} is not allowed: {field} "
                                  "must be a non-empty tuple")
         if 2 not in self.workers:
-            raise ValueError(f"workers={self.workers!r} is not allowed: workers must include 2 "
+            raise InputError(f"workers={self.workers!r} is not allowed: workers must include 2 "
                              "(the scaling efficiency is Ray-2 ÷ local)")
 
     def spec(self) -> dict:
@@ -106,7 +106,7 @@ def compile_seconds(spec) -> dict:
     Returns:
       {signature label: seconds}, the label being "K=<K>" for the Im & Li grid.
     """
-    from sims.sweep_sims import SIMULATIONS
+    from dpolab.sims.sweep.simulations import SIMULATIONS
 
     sim = SIMULATIONS[spec.simulation]
     width = max(1, spec.chunk_size // spec.seeds)
@@ -164,9 +164,9 @@ def _run_ray(spec_path: Path, out: Path, workers: int) -> tuple[float, float]:
     """A local Ray with `workers` CPUs, then the sweep: (Ray start s, sweep wall s)."""
     import ray
 
-    from sims.sweep import SweepStore
-    from sims.sweep_ray import run_ray, start_local_ray
-    from sims.sweep_spec import load_spec
+    from dpolab.sims.sweep.engine import SweepStore
+    from dpolab.sims.sweep.ray import run_ray, start_local_ray
+    from dpolab.sims.sweep.spec import load_spec
 
     if ray.is_initialized():
         raise RuntimeError("the sweep benchmark starts its own local Ray, but Ray is already "
@@ -186,7 +186,6 @@ def _run_ray(spec_path: Path, out: Path, workers: int) -> tuple[float, float]:
     return ray_start_s, wall_s
 
 
-@register("sweep")
 def sweep_suite(*, quick: bool = False, bench: SweepBench | None = None) -> dict:
     """Runs the "sweep" benchmark and returns a JSON-ready dict.
 
@@ -207,8 +206,8 @@ def sweep_suite(*, quick: bool = False, bench: SweepBench | None = None) -> dict
 
     if importlib.util.find_spec("ray") is None:
         raise RuntimeError("the sweep benchmark needs Ray: pip install -e '.[distributed]'")
-    from sims.sweep import plan
-    from sims.sweep_spec import parse_spec
+    from dpolab.sims.sweep.engine import plan
+    from dpolab.sims.sweep.spec import parse_spec
 
     b = bench if bench is not None else (QUICK if quick else FULL)
     spec = parse_spec(b.spec())
@@ -244,7 +243,7 @@ def sweep_suite(*, quick: bool = False, bench: SweepBench | None = None) -> dict
     for chunk in chunks:
         label = f"K={points[chunk[0]]['K']}"
         per_signature[label] = per_signature.get(label, 0) + 1
-    for name, run in runs.items():
+    for run in runs.values():
         run["sample_steps_per_s"] = work / run["wall_s"]
         run["compilations"] = sum(min(run["workers"], c) for c in per_signature.values())
         run["compile_s"] = sum(compile_s[k] * min(run["workers"], c)

@@ -10,8 +10,8 @@
   dpolab sweep SPEC.toml --out DIR [--backend local|ray] [--address ADDR] [--resume | --force]
                [--quiet]
   dpolab llm extract --persona-dir DIR (--personas A,B | --k-set K | --all) [--limit N] --out DIR
-  dpolab llm train --features DIR --out DIR [--k-sets 1,2,4] [--protocol paper|gd] [--seeds N]
-  dpolab llm diagnose --features DIR --out DIR
+  dpolab llm train --features DIR --out DIR [--k-sets 1,2,4] [--protocol paper|gd] [--seeds N] [--force]
+  dpolab llm diagnose --features DIR --out DIR [--force]
   dpolab llm hh [--hh-path FILE] [--limit N] [--seeds N] --out DIR
   dpolab bench [--suite NAME] [--quick] [--json]
   dpolab repro [--only NAME,..] [--quick] --out DIR [--resume | --force] [--persona-dir DIR]
@@ -19,8 +19,9 @@
   dpolab audit [--only NAME,..] [--quick] --out DIR [--resume | --force] [--persona-dir DIR]
                [--hh-path FILE] [--cache-dir DIR]
 
-Bad input prints one line naming the field and exits with code 2; `verify` exits 1 iff a check
-fails (findings never fail a run).
+Bad input (`InputError`) prints one line naming the field and exits with code 2; `verify` exits 1 iff
+a check fails (findings never fail a run); any other exception is a bug and exits 70 with its
+traceback.
 """
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ import csv
 import io
 import json
 import sys
+import traceback
+
+from dpolab.errors import InputError
 
 
 def _number_list(text: str) -> list[float]:
@@ -110,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--protocol", default="paper", help="paper (Adam, lr 1e-3, β=0.01, 100 steps) or gd")
     tr.add_argument("--seeds", type=int, default=3, help="split seeds")
     tr.add_argument("--out", required=True)
+    tr.add_argument("--force", action="store_true", help="replace an earlier llm train run in --out")
     hh = llm_sub.add_parser("hh", help="DPO, cDPO and rDPO on HH-RLHF features under injected flips")
     hh.add_argument("--hh-path", help="harmless-base-test.jsonl.gz (default $DPOLAB_HH_PATH)")
     hh.add_argument("--limit", type=int, default=500, help="pairs (the first N of the file)")
@@ -118,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     dg = llm_sub.add_parser("diagnose", help="embedding structure and the theorem's conditions")
     dg.add_argument("--features", required=True)
     dg.add_argument("--out", required=True)
+    dg.add_argument("--force", action="store_true", help="replace an earlier llm diagnose run in --out")
 
     for name, text in (("repro", "regenerate the papers' figures and tables from stored results"),
                        ("audit", "answer the papers' open questions with experiments (audit.md)")):
@@ -148,7 +154,7 @@ def _verify(args) -> int:
     if args.json:
         print((out / "report.json").read_text(encoding="utf-8"))
     else:
-        from sims.registry import unavailable_suites
+        from dpolab.verify import unavailable_suites
 
         print(table(results))
         for name, why in unavailable_suites().items():
@@ -167,11 +173,11 @@ def _flatten(row: dict) -> dict:
 
 def _bounds(args) -> int:
     if args.family == "mixture":
-        from theory.mixture import parse_rewards, parse_weights, summary
+        from dpolab.theory.mixture import parse_rewards, parse_weights, summary
 
         rows = [summary(parse_rewards(args.rewards), parse_weights(args.weights))]
     else:
-        from theory.calculator import grid
+        from dpolab.theory.calculator import grid
 
         given = {dest: getattr(args, dest) for dest in BOUND_ARGS[args.family].values()
                  if getattr(args, dest) is not None}
@@ -193,7 +199,7 @@ def _bounds(args) -> int:
 
 
 def _sweep(args) -> int:
-    from sims.sweep import run_sweep
+    from dpolab.sims.sweep.run import run_sweep
 
     summary = run_sweep(args.spec, args.out, backend=args.backend, address=args.address,
                         resume=args.resume, force=args.force, quiet=args.quiet)
@@ -205,13 +211,13 @@ def _llm(args) -> int:
     try:
         return _llm_command(args)
     except ImportError as err:  # the llm extra is missing: one line, exit 2
-        raise ValueError(str(err)) from err
+        raise InputError(f"the llm extra is needed ({err}); install dpolab[llm]") from err
 
 
 def _llm_command(args) -> int:
     if args.llm_command == "extract":
-        from sims.llm.extract import extract, format_summary
-        from sims.llm.persona import select_personas
+        from dpolab.sims.llm.extract import extract, format_summary
+        from dpolab.sims.llm.persona import select_personas
 
         names = select_personas(args.persona_dir, names=args.personas, k=args.k_set,
                                 all_personas=args.all)
@@ -219,30 +225,32 @@ def _llm_command(args) -> int:
                           cache_dir=args.cache_dir, progress=not args.quiet)
         print(format_summary(summary))
     elif args.llm_command == "train":
-        from sims.llm.commands import run_train
-        from sims.llm.persona import paper_persona_set
+        from dpolab.sims.llm.commands import run_train
+        from dpolab.sims.llm.persona import paper_persona_set
 
         ks = [int(k) for k in args.k_sets.split(",") if k.strip()]
         sets = {k: paper_persona_set(k, args.persona_dir) for k in ks}
-        rows = run_train(args.features, args.out, value_sets=sets, protocol=args.protocol, seeds=args.seeds)
+        rows = run_train(args.features, args.out, value_sets=sets, protocol=args.protocol, seeds=args.seeds,
+                         force=args.force)
         for r in rows:
             print(f"K={r['K']:>2} seed={r['seed']} train margin {r['train_margin']:.4f} "
                   f"test error {r['test_error']:.4f}")
     elif args.llm_command == "hh":
-        from sims.llm.hh import extract_hh, rdpo_on_real, write_results
+        from dpolab.sims.llm.hh import extract_hh, rdpo_on_real, write_results
 
         rows = rdpo_on_real(extract_hh(args.hh_path, args.limit, args.out), seeds=args.seeds)
         print(write_results(rows, args.out))
     else:
-        from sims.llm.commands import run_diagnose
+        from dpolab.sims.llm.commands import run_diagnose
 
-        report = run_diagnose(args.features, args.out)
+        report = run_diagnose(args.features, args.out, force=args.force)
         print(json.dumps(report["structure"], indent=1, default=float))
     return 0
 
 
 def _bench(args) -> int:
-    from bench.harness import format_table, run_suite
+    from dpolab.bench import run_suite
+    from dpolab.bench.harness import format_table
 
     result = run_suite(args.suite, quick=args.quick)
     print(json.dumps(result, indent=1, default=float) if args.json else format_table(result))
@@ -250,12 +258,12 @@ def _bench(args) -> int:
 
 
 def _experiments(args) -> int:
-    from sims.experiments import summary_lines
+    from dpolab.items import summary_lines
 
     if args.command == "repro":
-        from paper_repro import run_repro as run
+        from dpolab.paper_repro import run_repro as run
     else:
-        from audit import run_audit as run
+        from dpolab.audit import run_audit as run
     progress = lambda name: print(f"  computing {name} …", file=sys.stderr, flush=True)
     manifest, out = run(out=args.out, quick=args.quick, only=args.only, force=args.force,
                         resume=args.resume, persona_dir=args.persona_dir, hh_path=args.hh_path,
@@ -271,9 +279,14 @@ def main(argv=None) -> int:
         commands = {"verify": _verify, "bounds": _bounds, "sweep": _sweep, "llm": _llm, "bench": _bench,
                     "repro": _experiments, "audit": _experiments}
         return commands[args.command](args)
-    except ValueError as err:
+    except InputError as err:
         print(f"dpolab {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Exception:  # anything else is a bug in dpolab, not bad input: show it as one
+        traceback.print_exc()
+        print(f"dpolab {args.command}: internal error (a bug, not bad input): please report it with the "
+              "traceback above at the project's issue tracker", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":

@@ -1,83 +1,126 @@
-"""`dpolab verify`: run the check registry, store results, write the report and figures."""
+"""`dpolab verify`: run the checks, store results, write the report and figures.
+
+The catalogue of suites is written out here (`SUITES`): each suite names the modules whose
+`CHECKS` table ({check id: fn(quick) -> CheckResult | list[CheckResult]}) it runs, in order.
+Adding a check is one entry in its module's `CHECKS`; adding a suite is one line here.
+"""
 from __future__ import annotations
 
 import datetime
-import io
+import importlib
 import json
-import shutil
 import time
 from pathlib import Path
-
-from sims.provenance import environment, write_atomic
+from typing import Callable
 
 import numpy as np
 
+from dpolab.checks.result import CheckResult
+from dpolab.errors import InputError
+from dpolab.store import environment, load_record, prepare_out, save_record, write_atomic
+
 VERDICT_MARK = {"pass": "PASS", "fail": "FAIL", "finding": "FINDING"}
 
+#: {suite: modules of `dpolab.checks` whose CHECKS it runs}, in run order.
+SUITES: dict[str, tuple[str, ...]] = {
+    "im-li": ("dynamics", "generalization"),
+    "mixture": ("mixture",),
+    "ranking": ("ranking",),
+    "rdpo": ("rdpo",),
+    "real": ("real",),
+    "audit": ("audit",),
+}
 
-def prepare_out(out: Path, *, force: bool, resume: bool) -> Path:
-    """Creates `out`; refuses a non-empty existing directory unless `force` or `resume`."""
-    if out.exists() and any(out.iterdir()):
-        if force and not _mode_file(out).exists():
-            raise ValueError(f"out={str(out)!r} is not allowed with --force: it is not a dpolab "
-                             "verify directory, and --force only replaces those")
-        if force:
-            shutil.rmtree(out)
-        elif not resume:
-            raise ValueError(f"out={str(out)!r} is not allowed: the directory exists and is not "
-                             "empty (pass --resume to finish an interrupted run, --force to "
-                             "overwrite it, or choose another --out)")
-    elif resume:
-        raise ValueError(f"out={str(out)!r} is not allowed with --resume: nothing to resume there")
-    (out / "checks").mkdir(parents=True, exist_ok=True)
-    return out
+
+def checks_of(suite: str) -> dict[str, Callable]:
+    """{check id: fn} of one suite, in run order."""
+    table = {}
+    for name in SUITES[suite]:
+        table |= importlib.import_module(f"dpolab.checks.{name}").CHECKS
+    return table
+
+
+def unavailable_suites() -> dict[str, str]:
+    """{suite: why it cannot run here} for suites that need optional packages or data."""
+    from dpolab.sims.llm.model import real_track_unavailable
+
+    reason = real_track_unavailable()
+    return {"real": reason} if reason else {}
+
+
+def validate_suite(suite: str | None) -> None:
+    """Raises InputError naming the field when `suite` is not a suite (None: all) or cannot run
+    here."""
+    if suite is not None and suite not in SUITES:
+        raise InputError(f"suite={suite!r} is not allowed: suite must be one of {tuple(SUITES)}")
+    if suite is not None and suite in unavailable_suites():
+        raise InputError(f"suite={suite!r} is not allowed here: {unavailable_suites()[suite]}")
+
+
+def run_checks(suite: str | None = None, *, quick: bool = False, only: str | None = None,
+               progress: Callable[[str], None] | None = None,
+               stored: Callable[[str], "list[CheckResult] | None"] | None = None,
+               on_done: Callable[[str, list], None] | None = None) -> list[CheckResult]:
+    """Runs the checks of one suite (None: every suite that can run here), or those whose id
+    contains one of the comma-separated texts in `only`.
+
+    Args:
+      stored: returns the results of a check completed by an earlier, interrupted run (or None);
+        such checks are not run again.
+      on_done: called with (check id, results) as soon as each check finishes.
+    """
+    validate_suite(suite)
+    skip = unavailable_suites()
+    results = []
+    for name in SUITES if suite is None else (suite,):
+        if name in skip:
+            continue
+        for check_id, fn in checks_of(name).items():
+            if only and not any(o in check_id for o in only.split(",")):
+                continue
+            done = stored(check_id) if stored else None
+            if done is None:
+                if progress:
+                    progress(check_id)
+                start = time.perf_counter()
+                out = fn(quick)
+                done = out if isinstance(out, list) else [out]
+                for res in done:
+                    res.seconds = time.perf_counter() - start
+                if on_done:
+                    on_done(check_id, done)
+            results.extend(done)
+    return results
 
 
 def _stem(check_id: str) -> str:
     return check_id.replace("/", "__")
 
 
-def _mode_file(out: Path) -> Path:
-    return out / "checks" / "mode.json"
-
-
 class CheckStore:
-    """Each finished check is written at once (JSON + npz, atomically) so that an interrupted run
-    resumes where it stopped; results of another mode (quick vs full) are never mixed in."""
+    """Each finished check is one record of `dpolab.store` in `out/checks/` (its results as JSON
+    metadata, their artifacts as arrays), written at once, so that an interrupted run resumes where
+    it stopped; `prepare_out` keeps results of another mode (quick vs full) out."""
 
-    def __init__(self, out: Path, *, quick: bool):
+    def __init__(self, out: Path):
         self.dir = out / "checks"
-        mode = {"quick": quick}
-        if _mode_file(out).exists() and json.loads(_mode_file(out).read_text()) != mode:
-            raise ValueError(f"quick={quick} is not allowed with --resume here: {out} holds a run "
-                             f"with {json.loads(_mode_file(out).read_text())}")
-        write_atomic(_mode_file(out), json.dumps(mode))
+        self.dir.mkdir(parents=True, exist_ok=True)
 
-    def load(self, check_id):
-        from sims.registry import CheckResult
-
-        path = self.dir / (_stem(check_id) + ".json")
-        if not path.exists():
+    def load(self, check_id) -> list[CheckResult] | None:
+        record = load_record(self.dir, _stem(check_id))
+        if record is None:
             return None
+        arrays, meta = record
         results = []
-        for item in json.loads(path.read_text(encoding="utf-8")):
-            item.pop("artifacts")
-            res = CheckResult(**item)
-            arrays = self.dir / (_stem(res.id) + ".npz")
-            if arrays.exists():
-                with np.load(arrays) as data:
-                    res.artifacts = {k: data[k] for k in data.files}
-            results.append(res)
+        for i, item in enumerate(meta["results"]):
+            names = item.pop("artifacts")
+            results.append(CheckResult(**item, artifacts={k: arrays[f"{i}/{k}"] for k in names}))
         return results
 
-    def save(self, check_id, results):
-        for r in results:
-            if r.artifacts:
-                buf = io.BytesIO()
-                np.savez(buf, **{k: np.asarray(v) for k, v in r.artifacts.items()})
-                write_atomic(self.dir / (_stem(r.id) + ".npz"), buf.getvalue())
-        write_atomic(self.dir / (_stem(check_id) + ".json"),
-                     json.dumps([r.as_json() for r in results], default=float, ensure_ascii=False))
+    def save(self, check_id, results) -> None:
+        arrays = {f"{i}/{k}": v for i, r in enumerate(results) for k, v in r.artifacts.items()}
+        meta = json.loads(json.dumps({"results": [r.as_json() for r in results]}, default=float))
+        save_record(self.dir, _stem(check_id), arrays, meta)
 
 
 def default_out() -> Path:
@@ -135,20 +178,19 @@ def run_verify(*, suite=None, quick=False, out=None, force=False, resume=False, 
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    import audit.checks  # noqa: F401  (registers suite `audit`: the audit's quick-size answers)
-    from figures.im_li import make_all
-    from sims.registry import run_checks, unavailable_suites, validate_suite
+    from dpolab.figures.im_li import make_all
 
     validate_suite(suite)
-    out = prepare_out(Path(out) if out else default_out(), force=force, resume=resume)
-    store = CheckStore(out, quick=quick)
+    out = Path(out) if out else default_out()
+    prepare_out(out, "verify", force=force, resume=resume, key={"quick": quick})
+    store = CheckStore(out)
     start = time.perf_counter()
     results = run_checks(suite, quick=quick, progress=progress, only=only, stored=store.load,
                          on_done=store.save)
     (out / "results").mkdir(exist_ok=True)
-    for r in results:
+    for r in results:  # one npz per result: what the figures are drawn from
         if r.artifacts:
-            shutil.copyfile(store.dir / (_stem(r.id) + ".npz"), out / "results" / (_stem(r.id) + ".npz"))
+            np.savez(out / "results" / (_stem(r.id) + ".npz"), **{k: np.asarray(v) for k, v in r.artifacts.items()})
     make_all(out / "results", out / "figures")
     meta = dict(environment(), suite=suite, quick=quick, out=str(out),
                 wall_s=time.perf_counter() - start, suites_not_run=unavailable_suites())

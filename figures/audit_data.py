@@ -3,7 +3,7 @@ anisotropic noise (Q4).
 
 Each `plot_*(data, out_dir)` draws from one audit item's stored arrays only (keys documented per
 function; `pt_*` arrays hold one entry per sweep grid point) and writes PDF + PNG + CSV of the
-plotted numbers with `figures.style.save`. Nothing here imports jax or `sims`.
+plotted numbers with `dpolab.figures.style.save`. Nothing here imports jax or `sims`.
 
 References:
     [IL] S. Im, S. Li, "Can DPO Learn Diverse Human Values? A Theoretical Scaling Law",
@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt  # noqa: E402  (after dpolab.figures.style selected the Agg backend)
 import numpy as np
-
-from figures.im_li import MARKERS
-from figures.style import figure_context, save
-
-import matplotlib.pyplot as plt  # noqa: E402  (after figures.style selected the Agg backend)
 from matplotlib.lines import Line2D  # noqa: E402
+
+from dpolab.figures.im_li import MARKERS
+from dpolab.figures.style import figure_context, save
 
 #: Floor at which exact zeros are drawn on log axes (the legend says so).
 LOG_FLOOR = 1e-6
@@ -104,7 +103,7 @@ def plot_unseen(data: dict, out_dir) -> list[Path]:
         ax = axes[1, 1]
         ratio = table["rec_err"] / table["rec_tol"]
         has = np.isfinite(ratio)
-        for t, color, name in ((0, "C0", "new tokens"), (1, "C3", "shared Yes/No")):
+        for t, color, _label in ((0, "C0", "new tokens"), (1, "C3", "shared Yes/No")):
             for k in Ks:
                 sel = has & (tok == t) & (K == k)
                 ax.plot(v[sel], np.maximum(ratio[sel], LOG_FLOOR), ls="", marker=mark[k], mfc="none",

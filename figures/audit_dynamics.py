@@ -1,6 +1,6 @@
 """Figures of the audit's dynamics questions (Q5 Adam vs GD, Q6 after τ_1, Q7 β, Q9 flips), drawn
 only from the arrays an audit item stored (its data.npz). Each `plot_q*` writes PDF + PNG + CSV of
-the plotted numbers through `figures.style.save` and returns the paths.
+the plotted numbers through `dpolab.figures.style.save` and returns the paths.
 
 References:
     [IL] Im & Li, arXiv 2408.03459 (Lemma 4.1, Theorems 4.2–4.3, §1.6 closed forms).
@@ -11,14 +11,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import matplotlib.pyplot as plt  # noqa: E402  (after dpolab.figures.style selected the Agg backend)
 import numpy as np
-
-from figures.style import PANEL_SIZE, figure_context, save
-
-import matplotlib.pyplot as plt  # noqa: E402  (after figures.style selected the Agg backend)
 from matplotlib import ticker  # noqa: E402
 
-LOG3 = math.log(3.0)
+from dpolab.figures.style import PANEL_SIZE, figure_context, save
+from dpolab.theory.im_li import LOG3
+
 Z95 = 1.959963984540054
 OPT_COLORS = {"gd": "C0", "adam": "C3"}
 LOSS_COLORS = {"dpo": "C0", "rdpo": "C2", "cdpo": "C4"}
@@ -189,7 +188,7 @@ def plot_q7(data: dict, out_dir) -> list[Path]:
     on the same axes; (c) Adam against βt with the sign-descent estimate; (d) GD at a fixed step
     size: relative deviation from the flow against the per-step gain h = 2ηβ²/K, with the
     noise-free Euler recursion."""
-    from figures.style import k_palette
+    from dpolab.figures.style import k_palette
 
     Ks, betas, s = data["K"], data["betas"], data["s"]
     pal = k_palette(Ks)
@@ -254,7 +253,7 @@ def plot_q7(data: dict, out_dir) -> list[Path]:
         fig.tight_layout()
         table = {k: np.concatenate(v) for k, v in rows.items()}
         paths = save(fig, out_dir, "q7_beta", table)
-    from figures.style import write_csv
+    from dpolab.figures.style import write_csv
 
     paths.append(write_csv(Path(out_dir) / "q7_beta_fixed_eta.csv", {
         "beta": data["B_betas"], "steps": data["B_steps"], "h": data["B_h"], "deviation_mean": dev,
@@ -339,7 +338,7 @@ def plot_q9(data: dict, out_dir) -> list[Path]:
         fig.legend(handles, labels, loc="lower center", ncol=(len(handles) + 1) // 2, fontsize=6.5,
                    bbox_to_anchor=(0.5, 0.0))
         paths = save(fig, out_dir, "q9_flips", {k: np.concatenate(v) for k, v in rows.items()})
-    from figures.style import write_csv
+    from dpolab.figures.style import write_csv
 
     paths.append(write_csv(Path(out_dir) / "q9_flips_worst_value.csv",
                            {k: np.concatenate(v) for k, v in worst_rows.items()}))

@@ -1,6 +1,6 @@
 """Figures of the audit's sample-size questions: Q1 (is Θ(log K) observable?) and Q8 (unbalanced
 values), drawn only from the arrays the audit item stored (its data.npz). Each `plot_*` writes
-PDF + PNG + CSV of the plotted numbers through `figures.style.save` and returns the paths.
+PDF + PNG + CSV of the plotted numbers through `dpolab.figures.style.save` and returns the paths.
 CSV columns are numeric; a `regime` / `case` column is the index into the order documented in
 each function.
 
@@ -13,14 +13,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import matplotlib.pyplot as plt  # noqa: E402  (after dpolab.figures.style selected the Agg backend)
 import numpy as np
-
-from figures.style import PANEL_SIZE, figure_context, k_palette, save
-
-import matplotlib.pyplot as plt  # noqa: E402  (after figures.style selected the Agg backend)
 from matplotlib import ticker  # noqa: E402
 
-LOG3 = math.log(3.0)
+from dpolab.figures.style import figure_context, k_palette, save
+from dpolab.theory.im_li import LOG3
+
 #: Q1 regimes in the order of the stored arrays, with their panel titles.
 Q1_REGIMES = ("theorem", "distinct", "shared", "distinct_low_v")
 BOUND_STYLE = {"simplified": dict(color="0.2", ls="--"), "refined": dict(color="0.2", ls=":")}

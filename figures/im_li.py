@@ -1,7 +1,7 @@
 """Figures for the Im & Li checks, drawn from the stored `results/<check>.npz` arrays only.
 
 Each `plot_*(results_dir, out_dir)` reads one npz written by `dpolab verify` and returns the
-paths it wrote (PDF, PNG and a CSV of the plotted numbers, see `figures.style.save`).
+paths it wrote (PDF, PNG and a CSV of the plotted numbers, see `dpolab.figures.style.save`).
 `make_all` runs every plotter whose input exists.
 
 References:
@@ -15,17 +15,16 @@ import re
 from pathlib import Path
 from statistics import NormalDist
 
+import matplotlib.pyplot as plt  # noqa: E402  (after dpolab.figures.style selected the Agg backend)
 import numpy as np
-
-from figures.style import FIGSIZE, PANEL_SIZE, figure_context, k_palette, save
-
-import matplotlib.pyplot as plt  # noqa: E402  (after figures.style selected the Agg backend)
 from matplotlib import ticker  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 
-LOG3 = math.log(3.0)
+from dpolab.figures.style import FIGSIZE, PANEL_SIZE, figure_context, k_palette, save
+from dpolab.theory.im_li import LOG3, MARGIN_WINDOW, tau_1
+
 #: Theorem 4.2's window for every training margin at τ_1: [log 3 / 40, log 3].
-WINDOW = (LOG3 / 40.0, LOG3)
+WINDOW = MARGIN_WINDOW
 #: npz stem (check id with "/" → "__") read by each figure.
 INPUTS = {
     "sandwich": "im-li__thm4.2-sandwich",
@@ -70,11 +69,6 @@ def sandwich_configs(data: dict) -> list[tuple[str, int, float]]:
     return sorted(out, key=lambda c: (-c[2], c[1]))
 
 
-def _tau_1(K, beta, tau=1.0):
-    """τ_1 = Kτ log3 / (5β²) ([IL] Thm 4.2): the time at which r_U reaches log 3."""
-    return K * tau * LOG3 / (5.0 * beta**2)
-
-
 def plot_sandwich(results_dir, out_dir) -> list[Path]:
     """Theorem 4.2's sandwich: each training margin r_i(t) between r_L(t) and r_U(t), per config.
 
@@ -113,7 +107,7 @@ def plot_sandwich(results_dir, out_dir) -> list[Path]:
             ax.plot(t, r_up, "--", color="C1", lw=1.3, label=LABEL_R_UPPER)
             for y in WINDOW:
                 ax.axhline(y, ls=":", color="0.35", lw=1.0, label=LABEL_WINDOW if y == WINDOW[0] else None)
-            tau1 = _tau_1(K, beta)
+            tau1 = tau_1(K=K, beta=beta)
             if t.min() <= tau1 <= t.max() * 1.0001:
                 ax.axvline(tau1, ls=":", color="0.6", lw=0.8)
                 ax.annotate(r"$\tau_1$", (tau1, 1.0), xytext=(-3, -3), textcoords="offset points",

@@ -2,7 +2,7 @@
 
 Drawn from stored arrays only (the items in `paper_repro` pass them in). Curves are per K and
 seed with shape (nK, S, C) (C checkpoints); the figure shows the mean over seeds with a ±1 SD
-band, training solid, held-out dashed, colour light → dark in K (`figures.style.k_palette`).
+band, training solid, held-out dashed, colour light → dark in K (`dpolab.figures.style.k_palette`).
 
 References:
     [IL] S. Im, S. Li, arXiv 2408.03459: Figure 5 (reward margins), Figures 7–8 (loss and
@@ -14,12 +14,11 @@ import math
 import textwrap
 from pathlib import Path
 
+import matplotlib.pyplot as plt  # noqa: E402  (after dpolab.figures.style selected the Agg backend)
 import numpy as np
-
-from figures.style import figure_context, k_palette, save
-
-import matplotlib.pyplot as plt  # noqa: E402  (after figures.style selected the Agg backend)
 from matplotlib.lines import Line2D  # noqa: E402
+
+from dpolab.figures.style import figure_context, k_palette, save
 
 #: Stored curve names, in CSV column order: train/held-out mean margin, mean loss, accuracy.
 CURVES = ("train_margin", "test_margin", "train_loss", "test_loss", "train_accuracy", "test_accuracy")
@@ -97,7 +96,7 @@ def plot_training_curves(columns: list[dict], out_dir, name: str, table: dict | 
         columns: per column a dict with `title` and either `runs` ({curve: (nK, S, C)} for every
             name in `CURVES`), `K` (nK,), `step` (C,) and optionally `reference` ((nK, C) a
             closed-form margin drawn dotted), or `note` (a reason shown in an empty column).
-        out_dir, name, table: as in `figures.style.save`.
+        out_dir, name, table: as in `dpolab.figures.style.save`.
 
     Returns:
         The paths written (PDF, PNG[, CSV]).
@@ -143,7 +142,7 @@ def plot_cosine_matrices(before, after, labels, titles, out_dir, name: str,
     Args:
         before, after: (P, P) cosine matrices. labels: P persona labels (rows of the left panel;
             both panels number the personas 1..P). titles: the two panel titles.
-        out_dir, name, table: as in `figures.style.save`.
+        out_dir, name, table: as in `dpolab.figures.style.save`.
     """
     n = len(labels)
     numbers = [str(i + 1) for i in range(n)]

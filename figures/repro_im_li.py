@@ -2,7 +2,7 @@
 
 Each `plot_*(data, out_dir)` draws from the stored arrays of one `paper_repro` item only (keys
 documented per function; "long" arrays are one row per plotted point) and writes PDF + PNG + CSV
-of the plotted numbers with `figures.style.save`. Nothing here imports jax or `sims`.
+of the plotted numbers with `dpolab.figures.style.save`. Nothing here imports jax or `sims`.
 
 References:
     [IL] S. Im, S. Li, "Can DPO Learn Diverse Human Values? A Theoretical Scaling Law",
@@ -13,21 +13,20 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import matplotlib.pyplot as plt  # noqa: E402  (after dpolab.figures.style selected the Agg backend)
 import numpy as np
-
-from figures.im_li import LABEL_MARGIN, LABEL_R_LOWER, LABEL_R_UPPER, LABEL_T, MARKERS, WINDOW
-from figures.style import PANEL_SIZE, figure_context, k_palette, save
-
-import matplotlib.pyplot as plt  # noqa: E402  (after figures.style selected the Agg backend)
 from matplotlib import ticker  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-LOG3 = math.log(3.0)
+from dpolab.figures.im_li import LABEL_MARGIN, LABEL_R_LOWER, LABEL_R_UPPER, LABEL_T, MARKERS, WINDOW
+from dpolab.figures.style import PANEL_SIZE, figure_context, k_palette, save
+from dpolab.theory.im_li import LOG3
+
 #: Order of `sim_regime` codes in the Figure 4 data.
 REGIME_LABELS = ("theorem regime: distinct tokens, d = 5Q, v = 1/(32√Q)",
                  "paper's regime: shared Yes/No tokens, v = {v:g}, d = {d:g}")
-#: Codes of `bound_status` (sims.checks_generalization) stored by the Theorem 4.3 item.
+#: Codes of `bound_status` (dpolab.checks.generalization) stored by the Theorem 4.3 item.
 STATUS = ("certified", "below resolution", "not certified", "violated")
 
 

@@ -3,7 +3,7 @@
 `plot_vs_n`: estimation error and sub-optimality gap against n, one column per loss;
 `plot_noise_factor`: (1−2ε)·error of rDPO against ε (flat iff the noise factor is 1/(1−2ε)) with
 the raw errors of DPO/cDPO/rDPO; `plot_hh`: held-out accuracy on HH-RLHF against ε, or a visible
-note saying why that panel was not run. Each writes PDF + PNG (+ CSV) through `figures.style.save`.
+note saying why that panel was not run. Each writes PDF + PNG (+ CSV) through `dpolab.figures.style.save`.
 
 References:
     [rDPO] Chowdhury, Kini, Natarajan, ICML 2024, arXiv 2403.00409; THEORY.md §2.
@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt  # noqa: E402  (after dpolab.figures.style selected the Agg backend)
 import numpy as np
-
-from figures.repro_tables import mean_ci
-from figures.style import figure_context, k_palette, save
-
-import matplotlib.pyplot as plt  # noqa: E402  (after figures.style selected the Agg backend)
 from matplotlib import ticker  # noqa: E402
+
+from dpolab.figures.repro_tables import mean_ci
+from dpolab.figures.style import figure_context, k_palette, save
 
 LOSSES = ("dpo", "cdpo", "rdpo")
 LOSS_LABELS = {"dpo": "DPO", "cdpo": "cDPO", "rdpo": "rDPO"}
@@ -64,7 +63,7 @@ def plot_vs_n(data: dict, out_dir) -> list[Path]:
     (strong-preference regime).
 
     Args:
-        data: arrays of `paper_repro.rdpo_noise.compute`: ns (N,), eps (E,), reward_scales,
+        data: arrays of `dpolab.paper_repro.rdpo_noise.compute`: ns (N,), eps (E,), reward_scales,
             error_<loss>, jgap_<loss>, rgap_<loss> (E, seeds, N), asymptotic_rmse_rdpo (E, N).
         out_dir: folder.
 

@@ -1,7 +1,7 @@
 """Figures of three reproduction items: Im & Li's full fine-tuning tables, Chen et al.'s ranking
 accuracy, and the single-Bradley–Terry mixture error. Drawn only from the arrays handed in.
 
-Every `plot_*` writes PDF + PNG (+ CSV of the plotted numbers) through `figures.style.save` and
+Every `plot_*` writes PDF + PNG (+ CSV of the plotted numbers) through `dpolab.figures.style.save` and
 returns the paths.
 
 References:
@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt  # noqa: E402  (after dpolab.figures.style selected the Agg backend)
 import numpy as np
 
-from figures.style import PANEL_SIZE, figure_context, k_palette, save, write_csv
-
-import matplotlib.pyplot as plt  # noqa: E402  (after figures.style selected the Agg backend)
+from dpolab.figures.style import PANEL_SIZE, figure_context, k_palette, save, write_csv
 
 MODEL_COLORS = ("C0", "C3")
 
@@ -90,7 +89,7 @@ def plot_mixture_error(data: dict, out_dir) -> list[Path]:
     single BT fit with its Pinsker bound, the diversity term and the sampled fits.
 
     Args:
-        data: arrays of `paper_repro.mixture_error.compute`: phi_deg (F,), sample_phi_deg (G,),
+        data: arrays of `dpolab.paper_repro.mixture_error.compute`: phi_deg (F,), sample_phi_deg (G,),
             weights (W, 2), n, seeds, and per weighting i: e_irr_i, subgroup_loss_i,
             pinsker_bound_i, diversity_i, triangle_defect_i, disagreement_fraction_i (F,),
             sampled_single_i, sampled_mixture_i (G, seeds).
@@ -157,7 +156,7 @@ def plot_ranking_accuracy(data: dict, out_dir) -> list[Path]:
     """Ranking accuracy vs β: reference model, idealized R* (Cor. 3.3), fitted DPO per n.
 
     Args:
-        data: arrays of `paper_repro.chen_ranking.compute`: betas (B,), ns (N,),
+        data: arrays of `dpolab.paper_repro.chen_ranking.compute`: betas (B,), ns (N,),
             reference_accuracy, idealized_accuracy (B,), optimum_accuracy (B,),
             achieved_accuracy (B, N, seeds).
         out_dir: folder.

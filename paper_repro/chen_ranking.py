@@ -6,11 +6,11 @@ picture behind Theorem 4.1 (a pair is ranked right iff its DPO loss is below −
 c = log π_ref(y_l)/π_ref(y_w)).
 
 What differs and why: the paper measures LLMs (Pythia, Llama, …) on Alpaca Farm / UltraFeedback
-with human vote fractions α; here everything is the log-linear bandit of `sims.bandit` (S = 32
+with human vote fractions α; here everything is the log-linear bandit of `dpolab.sims.bandit` (S = 32
 contexts, A = 8 actions, d = 4), where α = σ(r*(y_w) − r*(y_l)) is known exactly and the DPO fit
 is an exact projected-Newton optimum from n pairs, so "achieved" differs from "idealized" only by
 finite data — not by the under-training the paper blames for its gap (40–42 % achieved vs
-73–99 % idealized medians, `theory.ranking.REPORTED_ALPACA_FARM`). The reference π_sft = π_{θ_0}
+73–99 % idealized medians, `dpolab.theory.ranking.REPORTED_ALPACA_FARM`). The reference π_sft = π_{θ_0}
 is made strongly opinionated (‖θ_0‖ = 2 vs ‖ω*‖ = 1.5) so that it misranks many pairs and R* is
 well below 1 at large β. Training pairs are drawn from π_sft; the evaluation set is every
 unordered pair of distinct actions in every context (32·28 = 896 pairs, like a fixed test set),
@@ -21,8 +21,8 @@ pairs Cor. 3.3 counts (an identity on the log-linear model); per pair R* ≥ the
 accuracy and R*(β) is non-increasing in β (logit α ≥ 0 enters as logit α/β); fitted models
 converge to R* as n grows, but at small n they can land on either side (measured: below R* at
 small β; at or slightly above it for β ≳ 1 — plausibly the small-sample inflation of the
-logistic MLE pushing θ̂ past θ* toward the true-reward ranking, which is always right here). Theorem 4.1 holds pair by pair for every fit
-(mismatches counted and stored).
+logistic MLE pushing θ̂ past θ* toward the true-reward ranking, which is always right here).
+Theorem 4.1 holds pair by pair for every fit (mismatches counted and stored).
 
 References:
     [CR] A. Chen et al., "Preference Learning Algorithms Do Not Learn Preference Rankings",
@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-
 from scipy.special import expit
 
-from sims.bandit import BanditSpec, make_bandit_params, make_instance, run_bandit
-from theory import ranking
+from dpolab.sims.bandit import BanditSpec, make_bandit_params, make_instance, run_bandit
+from dpolab.theory import ranking
 
 NAME = "chen-ranking"
 TITLE = "Chen et al.: idealized vs achieved ranking accuracy; Theorem 4.1 loss threshold"
@@ -57,7 +56,7 @@ def evaluation_pairs(inst):
     evaluation set), oriented so that y_w is the truly better response.
 
     Args:
-        inst: a `sims.bandit.BanditInstance` (phi (S, A, d), omega (d,)).
+        inst: a `dpolab.sims.bandit.BanditInstance` (phi (S, A, d), omega (d,)).
 
     Returns:
         x (S·A(A−1)/2, d) = φ(y_w) − φ(y_l) and alpha = σ(r*(y_w) − r*(y_l)) ≥ 1/2 (float64).
@@ -122,6 +121,6 @@ def compute(ctx) -> dict[str, np.ndarray]:
 
 def render(data, ctx) -> list:
     """chen_ranking.{pdf,png,csv} (accuracies vs β) and chen_threshold.{pdf,png,csv}."""
-    from figures.repro_tables import plot_ranking_accuracy, plot_ranking_threshold
+    from dpolab.figures.repro_tables import plot_ranking_accuracy, plot_ranking_threshold
 
     return plot_ranking_accuracy(data, ctx.dir) + plot_ranking_threshold(data, ctx.dir)

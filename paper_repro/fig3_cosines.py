@@ -4,13 +4,13 @@ The paper embeds each persona's positive statements (" Yes" matches the behaviou
 Llama-3.1-8B, averages them per persona and shows the cosine matrix of these means for its K = 16
 set before (Fig. 3: all cosines high, a large shared component) and after removing the shared
 mean (Fig. 6: cosines near 0 off the diagonal, i.e. values close to the theorem's orthogonal
-c_k). Here the same statistics come from `sims.llm.diagnose.embedding_structure` (rescaled to unit
+c_k). Here the same statistics come from `dpolab.sims.llm.diagnose.embedding_structure` (rescaled to unit
 norm on average, as in the paper's App. E), with the mean Frobenius norm of the per-persona
 covariance and the mean squared distance to the persona mean beside the paper's 0.058 and 0.227.
 
 What differs and why: the model is Gemma-3-270M (base, Q4_K_M dequantized, d = 640), not
 Llama-3.1-8B (CPU, minutes, packaged); each persona contributes its first
-`paper_repro.real_sets.LIMIT` statements (200 in full mode, half of them positive) so that the
+`dpolab.paper_repro.real_sets.LIMIT` statements (200 in full mode, half of them positive) so that the
 features are those extracted for `fig5_training_curves`; quick mode uses the first 4 personas of
 the K = 16 set and 16 statements each. Needs the real track; without it the item is skipped.
 """
@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from figures.repro_curves import cosine_long_table, plot_cosine_matrices
-from figures.style import write_csv
-from paper_repro import real_sets
-from sims.experiments import Unavailable
-from sims.llm.diagnose import embedding_structure
+from dpolab.figures.repro_curves import cosine_long_table, plot_cosine_matrices
+from dpolab.figures.style import write_csv
+from dpolab.items import Unavailable
+from dpolab.paper_repro import real_sets
+from dpolab.sims.llm.diagnose import embedding_structure
 
 NAME = "fig3-cosines"
 TITLE = ("Im & Li Fig. 3, 6: cosine matrices of the K = 16 personas' mean positive-statement "

@@ -4,7 +4,7 @@ The paper's Figure 4 plots Q*(K) = min{Q ≥ 40 : 2KQ²e^{−Q/45} < 0.05} (Theo
 form), which grows like 45·log K (headline: K = 10 needs Q*(10) = 880 > 875 samples per value).
 Here, on the same axes (K = 1 … 1000, log-log):
 
-* the simplified bound's Q*(K) (`theory.im_li.q_star`), exact integers, Q*(10) = 880;
+* the simplified bound's Q*(K) (`dpolab.theory.im_li.q_star`), exact integers, Q*(10) = 880;
 * the refined bound's Q*(K) — RECONSTRUCTED from the appendix proof (`bound_refined`, not printed
   as such in the paper) — at the theorem's own parameters d = 5Q, v = 1/(32√Q), l_b = 1/2, Z = 1;
 * the Q that simulation actually needs (sweep engine, simulation "im-li", trained by GD to τ_1):
@@ -36,9 +36,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from figures.repro_im_li import plot_samples_per_value, plot_simulated_risk
-from sims.risk import clopper_pearson
-from theory import im_li
+from dpolab.figures.repro_im_li import plot_samples_per_value, plot_simulated_risk
+from dpolab.sims.risk import clopper_pearson
+from dpolab.theory import im_li
 
 NAME = "fig4-samples-per-value"
 TITLE = "Im & Li Fig. 4: samples per value Q needed for risk < 0.05 vs K (bounds and simulation)"

@@ -17,28 +17,26 @@ versions stand side by side (rows: margin, loss, accuracy; colour light → dark
     tokens give identical margins (the cross-value terms cancel), so the noise is what lets the
     shared head fail: held-out accuracy falls with K (≈ Φ(−1/(v√K)), THEORY §1.8).
 (c) real features: Gemma-3-270M (base, Q4_K_M dequantized, d = 640) final hidden states of the
-    paper's persona sets, the paper's protocol (`sims.llm.train.PAPER_PROTOCOL` via
+    paper's persona sets, the paper's protocol (`dpolab.sims.llm.train.PAPER_PROTOCOL` via
     `train_split`), several split seeds.
 
 What differs from the paper and why: the model is Gemma-3-270M, not Llama-3.1-8B (it runs on
 CPU in minutes and ships as a package); statements per persona are capped
-(`paper_repro.real_sets.LIMIT`: 200 in full mode, 16 in quick) so that the first extraction takes
+(`dpolab.paper_repro.real_sets.LIMIT`: 200 in full mode, 16 in quick) so that the first extraction takes
 minutes; quick mode uses K ∈ {1, 4}, Q = 10, 4 seeds for (a)–(b) and K ∈ {1, 2}, 2 split seeds
 for (c) (full: all five K, Q = 50, 8 seeds; 3 split seeds). When the real track is unavailable,
 (a) and (b) are still produced and column (c) states why; no real number is invented.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from figures.repro_curves import CURVES, curve_table, plot_training_curves
-from figures.style import write_csv
-from paper_repro import real_sets
-from sims.config import DataSpec, TrainSpec, make_params
-from sims.train import run_seeds
-from theory import im_li
+from dpolab.figures.repro_curves import CURVES, curve_table, plot_training_curves
+from dpolab.figures.style import write_csv
+from dpolab.paper_repro import real_sets
+from dpolab.sims.config import DataSpec, TrainSpec, make_params
+from dpolab.sims.train import run_seeds
+from dpolab.theory import im_li
 
 NAME = "fig5-training-curves"
 TITLE = ("Im & Li Fig. 5, 7, 8: mean train/test margin, loss and accuracy vs step for K = 1..16 "
@@ -78,7 +76,7 @@ def simulate_regime(prefix: str, tokens: str, *, Ks, Q: int, seeds: int, v: floa
     Every K shares β = BETA, η = ETA and STEPS (a fixed step count), d = 5Q, l_b = 1/2.
     """
     params = make_params(beta=BETA, eta=ETA, v=v)
-    per_k = [seed_curves(run_seeds(DataSpec(K=K, Q=Q, d=5 * Q, n_test=Q, tokens=tokens),
+    per_k = [seed_curves(run_seeds(DataSpec(K=K, Q=Q, d=im_li.default_d(Q), n_test=Q, tokens=tokens),
                                    TrainSpec(steps=STEPS), params, np.arange(seeds)))
              for K in Ks]
     out = _stack_by_k(prefix, per_k)
@@ -91,7 +89,7 @@ def real_curves(ctx, *, Ks, seeds: int) -> dict:
     """Curves of the paper's protocol on real features: {real_K, real_step, real_<curve>}."""
     import jax
 
-    from sims.llm.train import PAPER_PROTOCOL, train_split
+    from dpolab.sims.llm.train import PAPER_PROTOCOL, train_split
 
     feats = {K: real_sets.features(ctx, names) for K, names in real_sets.persona_sets(ctx, Ks).items()}
     stack = lambda trajs: jax.tree.map(lambda *x: np.stack(x), *trajs)
@@ -108,7 +106,7 @@ def compute(ctx) -> dict[str, np.ndarray]:
     Ks, Q, seeds = SYNTHETIC[ctx.quick]
     data = {"beta": np.asarray(BETA), "eta": np.asarray(ETA)}
     for prefix, tokens in REGIMES:
-        v = 1 / (32 * math.sqrt(Q)) if tokens == "distinct" else V_SHARED
+        v = im_li.default_v(Q) if tokens == "distinct" else V_SHARED
         data.update(simulate_regime(prefix, tokens, Ks=Ks, Q=Q, seeds=seeds, v=v))
     t = ETA * np.arange(STEPS + 1)
     data["theorem_closed_form"] = np.stack([im_li.dpo_noise_free(t, K=K, beta=BETA) for K in Ks])

@@ -2,7 +2,7 @@
 
 Reproduces: the claim of THEORY.md §4 [MIX] (MiCRo, arXiv 2505.24846; PAL, arXiv 2406.08469) that
 a single BT reward fitted to a mixture of subgroups has an error that data cannot remove, and the
-Pinsker subgroup bound of `theory.mixture.subgroup_lower_bound`. The papers state this for LLM
+Pinsker subgroup bound of `dpolab.theory.mixture.subgroup_lower_bound`. The papers state this for LLM
 reward models; there is no figure with numbers to match, so this item draws the closed-form
 picture on a small synthetic instance and adds sampled fits (exact MLEs from finite comparisons).
 
@@ -30,8 +30,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import logit
 
-from sims.preference_mixture import fit_from_counts, sample_counts
-from theory import mixture
+from dpolab.sims.preference_mixture import fit_from_counts, sample_counts
+from dpolab.theory import mixture
 
 NAME = "mixture-error"
 TITLE = "Single-BT irreducible error and the subgroup bound vs group disagreement (MIX)"
@@ -87,7 +87,7 @@ def closed_form_row(phi, weights) -> dict:
 
 def sampled_losses(phi, weights, *, n, seeds) -> tuple[np.ndarray, np.ndarray]:
     """(seeds,) subgroup losses of the single-BT and of the per-group (K-component) MLE fitted to
-    n sampled comparisons (`sims.preference_mixture`); seed s uses rng [φ in 0.01°, w₁·100, s]."""
+    n sampled comparisons (`dpolab.sims.preference_mixture`); seed s uses rng [φ in 0.01°, w₁·100, s]."""
     rewards, w = two_group_rewards(phi), np.asarray(weights, dtype=np.float64)
     a = mixture.group_win_probs(rewards)
     off = ~np.eye(a.shape[1], dtype=bool)
@@ -120,6 +120,6 @@ def compute(ctx) -> dict[str, np.ndarray]:
 
 def render(data, ctx) -> list:
     """mixture_error.{pdf,png,csv} (closed forms) and mixture_error_sampled.csv (fits)."""
-    from figures.repro_tables import plot_mixture_error
+    from dpolab.figures.repro_tables import plot_mixture_error
 
     return plot_mixture_error(data, ctx.dir)

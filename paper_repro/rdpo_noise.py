@@ -6,17 +6,17 @@ the paper's comparison of DPO, cDPO and rDPO at flip rates 0.1–0.4 on Anthropi
 
 What differs and why: the paper's experiments fine-tune GPT-2/Llama on IMDb and HH-RLHF and report
 reward/win-rate numbers that THEORY.md §2.4 could not recover (none are invented here). We check
-the theorems where they are stated — log-linear policies (`sims.bandit`: S = 32 contexts, A = 8
+the theorems where they are stated — log-linear policies (`dpolab.sims.bandit`: S = 32 contexts, A = 8
 actions, d = 4, β = 1, ‖θ_0‖ = 0.5, Θ_B with B = 8) — in two preference regimes: ‖ω*‖ = 1.5
 ("strong", DPO's bias is large; swept over n) and ‖ω*‖ = 0.2 ("weak", p ≈ 1/2, where the noise
 factor is exactly 1/(1−2ε); at the largest n only, with more seeds). Error is
-‖θ̂ − θ*‖_Σ̂ (Σ̂ = XᵀX/n over the fitted pairs, as `sims.checks_rdpo`), summarised as an RMSE over
+‖θ̂ − θ*‖_Σ̂ (Σ̂ = XᵀX/n over the fitted pairs, as `dpolab.checks.rdpo`), summarised as an RMSE over
 seeds and drawn against n with an n^{-1/2} reference slope and, for rDPO, the asymptotic
-prediction √(tr(Σ̂H⁻¹VH⁻¹)/n) of `theory.rdpo.asymptotic_covariance`. The sub-optimality gap is
-J(π*) − J(π_θ̂) (`theory.rdpo.suboptimality_gap`); it is quadratic in θ̂ − θ* so it decays like
+prediction √(tr(Σ̂H⁻¹VH⁻¹)/n) of `dpolab.theory.rdpo.asymptotic_covariance`. The sub-optimality gap is
+J(π*) − J(π_θ̂) (`dpolab.theory.rdpo.suboptimality_gap`); it is quadratic in θ̂ − θ* so it decays like
 1/n, faster than the bound's n^{-1/2} (both slopes drawn). The real-data panel fits the same three
 losses on HH-RLHF harmless-base pairs embedded by Gemma-3-270M (not the paper's models;
-`sims.llm.hh`), with labels flipped at rate ε on the training split, and reports held-out
+`dpolab.sims.llm.hh`), with labels flipped at rate ε on the training split, and reports held-out
 accuracy on clean labels. With a few hundred pairs in d = 640 this is a small-data regime; it is
 left out (reason stored and shown) where the llm extra or the HH file is missing.
 
@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sims.bandit import BanditSpec, make_bandit_params, make_fit, make_instance, sample_pairs
-from theory import rdpo
+from dpolab.sims.bandit import BanditSpec, make_bandit_params, make_fit, make_instance, sample_pairs
+from dpolab.theory import rdpo
 
 NAME = "rdpo-noise"
 TITLE = "rDPO vs DPO/cDPO under label flips: error and gap vs n, noise factor, HH-RLHF accuracy"
@@ -165,8 +165,8 @@ def bandit_part(quick) -> dict[str, np.ndarray]:
 
 def hh_unavailable(ctx) -> str | None:
     """Why the HH-RLHF panel cannot run here (missing llm extra or data file), or None."""
-    from sims.llm.hh import resolve_hh_path
-    from sims.llm.model import MissingExtraError, require_llm_extra
+    from dpolab.sims.llm.hh import resolve_hh_path
+    from dpolab.sims.llm.model import MissingExtraError, require_llm_extra
 
     try:
         require_llm_extra()
@@ -178,7 +178,7 @@ def hh_unavailable(ctx) -> str | None:
 
 def hh_part(ctx) -> dict[str, np.ndarray]:
     """Held-out accuracy on clean HH-RLHF labels of DPO/cDPO/rDPO fitted on flipped labels."""
-    from sims.llm.hh import extract_hh, rdpo_on_real
+    from dpolab.sims.llm.hh import extract_hh, rdpo_on_real
 
     reason = hh_unavailable(ctx)
     if reason:
@@ -200,7 +200,7 @@ def hh_part(ctx) -> dict[str, np.ndarray]:
 
 def settings(ctx) -> dict:
     """Extra cache key for the runner: stored results are stale once the HH panel's
-    availability changes (used only if `sims.experiments.run_items` asks items for it)."""
+    availability changes (used only if `dpolab.items.run_items` asks items for it)."""
     return {"hh": hh_unavailable(ctx) is None}
 
 
@@ -212,6 +212,6 @@ def compute(ctx) -> dict[str, np.ndarray]:
 def render(data, ctx) -> list:
     """rdpo_vs_n, rdpo_noise_factor and rdpo_hh (PDF, PNG, CSV each; rdpo_hh without CSV when
     the panel was not run)."""
-    from figures.repro_rdpo import plot_hh, plot_noise_factor, plot_vs_n
+    from dpolab.figures.repro_rdpo import plot_hh, plot_noise_factor, plot_vs_n
 
     return plot_vs_n(data, ctx.dir) + plot_noise_factor(data, ctx.dir) + plot_hh(data, ctx.dir)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from sims.llm.persona import paper_persona_set
+from dpolab.sims.llm.persona import paper_persona_set
 
 #: Statements per persona (the first lines of each file, balanced +/−). Full: 200 keeps the
 #: first-time extraction of the 28 distinct personas of the five sets (5,600 statements at about
@@ -51,7 +51,7 @@ def features(ctx, names) -> list:
     """[PersonaFeatures] of `names`, from one extraction of `run_personas(ctx)`.
 
     Raises:
-      sims.experiments.Unavailable: when the real-embedding track cannot run here.
+      dpolab.items.Unavailable: when the real-embedding track cannot run here.
     """
     stored = ctx.features(run_personas(ctx), statements_limit(ctx.quick))
     return [stored[n] for n in names]

@@ -69,7 +69,7 @@ def compute(ctx) -> dict[str, np.ndarray]:
 
 def render(data, ctx) -> list:
     """tables_full_ft.{pdf,png,csv} (points + fit lines, the table) and tables_full_ft_fits.csv."""
-    from figures.repro_tables import plot_full_ft_tables
+    from dpolab.figures.repro_tables import plot_full_ft_tables
 
     models = [str(m) for m in data["models"]]
     table = {m: {k: data[f"{k}_{i}"] for k in ("K", "test_error", "train_margin")}

@@ -10,9 +10,9 @@ figure; here it is drawn:
   all seeds and samples at each checkpoint;
 * `thm42_collapse.*`: margins of several (K, β) against s = β²t/(Kτ) (mean over all seeds and
   samples, band = min…max), with the noise-free closed form r + e^r = 1 + 2β²t/(Kτ)
-  (`theory.im_li.dpo_noise_free`, THEORY §1.6) overlaid, and the gap mean − closed form.
+  (`dpolab.theory.im_li.dpo_noise_free`, THEORY §1.6) overlaid, and the gap mean − closed form.
 
-Setup (`sims.config.theorem_regime`): distinct tokens (Z = 1), d = 5Q, v = 1/(32√Q), l_b = 1/2,
+Setup (`dpolab.sims.config.theorem_regime`): distinct tokens (Z = 1), d = 5Q, v = 1/(32√Q), l_b = 1/2,
 gradient descent with η = τ_1/steps (τ = 1, t = nη). Runs continue to EXTEND·τ_1 for the collapse
 (the sandwich panels stop at τ_1, where the theorem stops).
 
@@ -24,14 +24,13 @@ theorem's probability clause is non-computable (THEORY §1.4) and plays no role 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 
-from figures.repro_im_li import plot_margin_collapse, plot_sandwich_panels
-from sims.config import theorem_regime
-from sims.train import run_seeds
-from theory import im_li
+from dpolab.figures.repro_im_li import plot_margin_collapse, plot_sandwich_panels
+from dpolab.sims.config import theorem_regime
+from dpolab.sims.train import run_seeds
+from dpolab.theory import im_li
 
 NAME = "thm42-sandwich"
 TITLE = "Im & Li Thm 4.2: per-sample margins inside [r_L, r_U] up to τ_1; collapse on β²t/(Kτ)"
@@ -96,7 +95,7 @@ def compute(ctx) -> dict:
                   ratio_lo.min(), ratio_hi.max(), np.abs(mean - closed).max())
         for key, val in zip(per, values):
             per[key].append(float(val))
-    s_dense = np.linspace(0.0, EXTEND * math.log(3) / 5, 241)
+    s_dense = np.linspace(0.0, EXTEND * im_li.LOG3 / 5, 241)
     return {
         **{f"cfg_{k}": np.asarray(v) for k, v in per.items()},
         **{f"sw_{k}": np.concatenate([row[k] for row in sw]) for k in sw[0]},

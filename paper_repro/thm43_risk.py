@@ -7,7 +7,7 @@ paper draws no such figure; here, for several K and Q on a log-scale y axis:
 
 * both bounds as curves over Q (theorem regime: d = 5Q, v = 1/(32√Q), l_b = 1/2, Z = 1);
 * the test risk at τ_1 of one trained head per (K, Q) on n fresh samples of the same mixture
-  (`sims.checks_generalization.risk_at_tau1` → `sims.risk.monte_carlo_risk`) with its exact
+  (`dpolab.checks.generalization.risk_at_tau1` → `dpolab.sims.risk.monte_carlo_risk`) with its exact
   Clopper–Pearson 95% interval. Where no sample errs (risk 0, which a log axis cannot show) the
   CP upper end 1 − 0.025^{1/n} is drawn instead (open triangle; the legend says so);
 * each (bound, point) gets a status (`bound_status`): certified (CP upper ≤ bound), below
@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from figures.repro_im_li import STATUS, plot_risk_vs_bounds
-from sims.checks_generalization import bound_status, risk_at_tau1
-from sims.config import theorem_regime
-from theory import im_li
+from dpolab.checks.generalization import bound_status, risk_at_tau1
+from dpolab.figures.repro_im_li import STATUS, plot_risk_vs_bounds
+from dpolab.sims.config import theorem_regime
+from dpolab.theory import im_li
 
 NAME = "thm43-risk"
 TITLE = "Im & Li Thm 4.3: Monte-Carlo test risk at τ_1 (CP95) vs simplified and refined bounds"

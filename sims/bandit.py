@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from theory.losses import debias, get_loss, ipo, ipo_weight, debias_weight
+from dpolab.errors import InputError
+from dpolab.theory.losses import debias, debias_weight, get_loss, ipo, ipo_weight
 
 FEATURES = ("sphere", "gaussian")
 FIT_LOSSES = ("dpo", "cdpo", "rdpo", "ipo", "ripo")
@@ -28,7 +29,7 @@ FIT_LOSSES = ("dpo", "cdpo", "rdpo", "ipo", "ripo")
 def fit_loss(name):
     """(value, weight, curvature bound in z) of a fitting loss; "ripo" is debias(ipo)."""
     if name not in FIT_LOSSES:
-        raise ValueError(f"loss={name!r} is not allowed: loss must be one of {FIT_LOSSES}")
+        raise InputError(f"loss={name!r} is not allowed: loss must be one of {FIT_LOSSES}")
     if name == "ripo":
         return (lambda z, e: debias(ipo, z, e)), (lambda z, e: debias_weight(ipo_weight, z, e)), 2.0
     loss = get_loss(name)
@@ -58,9 +59,9 @@ class BanditSpec:
         for field, lo in (("S", 1), ("A", 2), ("d", 1), ("n", 1), ("steps", 0)):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-                raise ValueError(f"{field}={value!r} is not allowed: {field} must be an integer >= {lo}")
+                raise InputError(f"{field}={value!r} is not allowed: {field} must be an integer >= {lo}")
         if self.features not in FEATURES:
-            raise ValueError(f"features={self.features!r} is not allowed: features must be one of {FEATURES}")
+            raise InputError(f"features={self.features!r} is not allowed: features must be one of {FEATURES}")
         fit_loss(self.loss)
 
 
@@ -87,10 +88,10 @@ def make_bandit_params(*, beta=1.0, eps=0.0, L=1.0, B=np.inf, sft_scale=0.5, rew
     for field, value in values.items():
         arr = np.asarray(value, dtype=float)
         if np.any(np.isnan(arr)) or not np.all(checks[field](arr)):
-            raise ValueError(f"{field}={value!r} is not allowed: {field} must be {allowed[field]}")
+            raise InputError(f"{field}={value!r} is not allowed: {field} must be {allowed[field]}")
     worst = np.asarray(sft_scale) + np.asarray(reward_scale) / np.asarray(beta)
     if np.any(worst > np.asarray(B)):
-        raise ValueError(f"B={B!r} is not allowed: B must be >= ‖θ_0‖ + ‖ω*‖/β = {np.max(worst):.4g} "
+        raise InputError(f"B={B!r} is not allowed: B must be >= ‖θ_0‖ + ‖ω*‖/β = {np.max(worst):.4g} "
                          "so that θ* lies in Θ_B")
     return BanditParams(**{k: jnp.asarray(v, dtype=float) for k, v in values.items()})
 
@@ -290,6 +291,6 @@ def run_bandit(spec: BanditSpec, params: BanditParams, seeds, *, n_active=None, 
     keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(1), s))(jnp.asarray(seeds))
     n = spec.n if n_active is None else n_active
     if not 1 <= n <= spec.n:
-        raise ValueError(f"n_active={n_active!r} is not allowed: n_active must be in [1, {spec.n}]")
+        raise InputError(f"n_active={n_active!r} is not allowed: n_active must be in [1, {spec.n}]")
     fits, data = bandit_experiment(spec)(instance, keys, params, jnp.asarray(n))
     return fits, data, instance

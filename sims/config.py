@@ -15,14 +15,16 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from theory.losses import LOSSES
+from dpolab.errors import InputError
+from dpolab.theory import im_li
+from dpolab.theory.losses import LOSSES
 
 TOKEN_MODES = ("distinct", "shared", "yes_no")
 OPTIMIZERS = ("gd", "adam")
 
 
 def _fail(field, value, allowed):
-    raise ValueError(f"{field}={value!r} is not allowed: {field} must be {allowed}")
+    raise InputError(f"{field}={value!r} is not allowed: {field} must be {allowed}")
 
 
 def _check_int(field, value, lo):
@@ -111,7 +113,7 @@ class TrainSpec:
     """Static settings of the last-layer trainer.
 
     Attributes:
-      loss: a name from `theory.losses.LOSSES` (dpo, cdpo, rdpo, ipo, slic).
+      loss: a name from `dpolab.theory.losses.LOSSES` (dpo, cdpo, rdpo, ipo, slic).
       optimizer: "gd" (plain gradient descent, step η) or "adam" (optax scale_by_adam, step η).
       steps: number of optimiser steps (time t = steps·η with τ = 1).
       stride: record every `stride` steps; steps must be a multiple of stride.
@@ -144,7 +146,7 @@ class SimParams(NamedTuple):
     v: noise scale >= 0. lb: bias length l_b >= 0. delta: concept-vector tilt δ in [0, 1]
     (|<c_i, e_{c_i}>| = 1 − δ²/8). ref_scale: std of reference logits per unit feature norm.
     concept_cos: pairwise cosine ρ in [0, 1) of the concept vectors (ρ = 0: orthogonal values,
-    THEORY §1.3; ρ > 0 mixes in a direction shared by all values, see `sims.data.concept_vectors`).
+    THEORY §1.3; ρ > 0 mixes in a direction shared by all values, see `dpolab.sims.data.concept_vectors`).
     flip: probability in [0, 1/2) that a training label is flipped (preferred and rejected swapped;
     the features stay those of the sample's cluster; held-out splits are never flipped).
     """
@@ -194,8 +196,8 @@ def theorem_regime(*, K, Q, beta=1.0, steps=50, n_test=None, tokens="distinct", 
     d = 5Q, v = 1/(32√Q), l_b = 1/2, distinct tokens (Z = 1), GD with η = τ_1/steps so that the
     last checkpoint is t = τ_1 = Kτ·log3/(5β²) (τ = 1). Returns (DataSpec, TrainSpec, SimParams).
     """
-    spec = DataSpec(K=K, Q=Q, d=5 * Q, n_test=Q if n_test is None else n_test, tokens=tokens)
-    eta = K * math.log(3) / (5 * beta**2) / steps
-    params = make_params(beta=beta, eta=eta, v=1 / (32 * math.sqrt(Q)) if v is None else v,
+    spec = DataSpec(K=K, Q=Q, d=im_li.default_d(Q), n_test=Q if n_test is None else n_test, tokens=tokens)
+    eta = im_li.tau_1(K=K, beta=beta) / steps
+    params = make_params(beta=beta, eta=eta, v=im_li.default_v(Q) if v is None else v,
                          lb=lb, delta=delta)
     return spec, TrainSpec(loss=loss, optimizer="gd", steps=steps, stride=stride), params

@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sims.config import DataSpec, SimParams
+from dpolab.errors import InputError
+from dpolab.sims.config import DataSpec, SimParams
 
 
 class Dataset(NamedTuple):
@@ -94,9 +95,9 @@ def low_rank_spectrum(d: int, rank: int, share: float) -> tuple[float, ...]:
       d variances summing to d (the isotropic total, so v keeps its meaning as the average scale).
     """
     if not 1 <= rank < d:
-        raise ValueError(f"noise_rank={rank!r} is not allowed: noise_rank must be in [1, d={d})")
+        raise InputError(f"noise_rank={rank!r} is not allowed: noise_rank must be in [1, d={d})")
     if not 0.0 < share < 1.0:
-        raise ValueError(f"noise_share={share!r} is not allowed: noise_share must be in (0, 1)")
+        raise InputError(f"noise_share={share!r} is not allowed: noise_share must be in (0, 1)")
     spike = np.unique(np.round(np.linspace(0, d - 1, rank)).astype(int))
     spec = np.full(d, (1.0 - share) * d / (d - len(spike)))
     spec[spike] = share * d / len(spike)
@@ -161,7 +162,7 @@ def sample_dataset(key, spec: DataSpec, params: SimParams, split: int = 0,
     g = features(k_noise, spec, params, concepts, jnp.asarray(value), jnp.asarray(sign))
     label = jnp.asarray(sign)
     # training labels (split 0) flip with probability params.flip; `split` may be traced
-    # (sims.risk.monte_carlo_risk jits over it), so no Python `if` on it
+    # (dpolab.sims.risk.monte_carlo_risk jits over it), so no Python `if` on it
     flipped = jax.random.bernoulli(jax.random.fold_in(k_noise, FLIP_STREAM), params.flip,
                                    label.shape)
     label = jnp.where(flipped & (jnp.asarray(split) == 0), -label, label)

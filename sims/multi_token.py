@@ -2,7 +2,7 @@
 
 The token reward r(y; g) = β[log S(Wg)_y − log S(W_0 g)_y] changes under gradient flow
 τ dW/dt = −∇L by the directional derivative of r along −∇L/τ; `autodiff_reward_velocity`
-computes it with `jax.grad` and `jax.jvp`, independently of `theory.im_li`.
+computes it with `jax.grad` and `jax.jvp`, independently of `dpolab.theory.im_li`.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class MultiTokenProblem(NamedTuple):
         return tr[..., 0].sum(-1) - tr[..., 1].sum(-1)
 
     def formula_args(self):
-        """Keyword arguments of `theory.im_li.multi_token_reward_velocity` (all V tokens; τ = 1
+        """Keyword arguments of `dpolab.theory.im_li_dynamics.multi_token_reward_velocity` (all V tokens; τ = 1
         form, so divide by τ)."""
         return dict(W=self.w, g_star=self.g_star, y=None, contexts=self.contexts,
                     tokens=self.tokens, weights=jax.nn.sigmoid(-self.margins(self.w)),

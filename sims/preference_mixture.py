@@ -3,13 +3,13 @@
 Each comparison picks an unordered item pair uniformly, a group k ~ w, and the winner by group
 k's BT probability a_k. A single-BT fit pools all comparisons; the K-component fit uses the group
 labels (one BT model per group). Both are exact maximum-likelihood fits
-(`theory.mixture.fit_single_bt` on empirical win frequencies weighted by pair counts).
+(`dpolab.theory.mixture.fit_single_bt` on empirical win frequencies weighted by pair counts).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from theory.mixture import fit_single_bt, group_win_probs
+from dpolab.theory.mixture import fit_single_bt, group_win_probs
 
 
 def sample_counts(rng: np.random.Generator, rewards, weights, n: int):

@@ -1,7 +1,7 @@
 """Independent implementations the fast path is checked against (THEORY §1.1–1.2).
 
 - `full_vocab_autodiff`: the whole V × d head, the real log-softmax DPO-family loss and
-  `jax.grad`, the way the paper's code trains. Shares nothing with `sims.train` but the
+  `jax.grad`, the way the paper's code trains. Shares nothing with `dpolab.sims.train` but the
   optimiser and the loss functions.
 - `margin_recursion`: the exact discrete GD recursion r(n+1) = r(n) + (ηβ²/N) C w(r(n)) on the
   cross-term matrix C, for training and held-out samples.
@@ -15,8 +15,8 @@ import numpy as np
 import optax
 from scipy.integrate import solve_ivp
 
-from theory.im_li import cross_terms
-from theory.losses import get_loss
+from dpolab.theory.im_li_dynamics import cross_terms
+from dpolab.theory.losses import get_loss
 
 
 def full_vocab_autodiff(g, y_w, y_l, w0, *, beta, eta, eps=0.0, steps, loss="dpo",

@@ -7,9 +7,9 @@ import jax
 import jax.numpy as jnp
 from scipy import stats
 
-from sims.config import DataSpec, SimParams
-from sims.data import sample_dataset
-from sims.train import reward_margins
+from dpolab.sims.config import DataSpec, SimParams
+from dpolab.sims.data import sample_dataset
+from dpolab.sims.train import reward_margins
 
 
 def clopper_pearson(errors: int, n: int, level: float = 0.95) -> tuple[float, float]:

@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sims.config import DataSpec, SimParams, TrainSpec
-from sims.data import Dataset, sample_dataset
-from theory.losses import get_loss
+from dpolab.sims.config import DataSpec, SimParams, TrainSpec
+from dpolab.sims.data import Dataset, sample_dataset
+from dpolab.theory.losses import get_loss
 
 
 class Trajectory(NamedTuple):

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from audit import q2_unseen as q2
-from audit import q3_nonorthogonal as q3
-from audit import q4_noise as q4
-from sims.data import low_rank_spectrum
-from theory import im_li
+from dpolab.audit import q2_unseen as q2
+from dpolab.audit import q3_nonorthogonal as q3
+from dpolab.audit import q4_noise as q4
+from dpolab.sims.data import low_rank_spectrum
+from dpolab.theory import im_li
 
 QUESTIONS = (q2, q3, q4)
 
@@ -62,8 +62,8 @@ def test_mean_field_matches_sampled_statistic(case):
 def test_numpy_concepts_equal_the_simulation_ones(total, d, rho):
     import jax
 
-    from sims.config import DataSpec
-    from sims.data import concept_vectors
+    from dpolab.sims.config import DataSpec
+    from dpolab.sims.data import concept_vectors
 
     sim = concept_vectors(jax.random.key(3), DataSpec(K=total, Q=1, d=d), 0.0, rho)
     np.testing.assert_allclose(q2.concepts(total, d, rho), np.asarray(sim), rtol=0, atol=1e-15)
@@ -144,7 +144,7 @@ def test_files_and_report_section(audit_quick, module, tmp_path):
     assert links and all((out / link).exists() for link in links)
     assert len(re.findall(r"^\*\*Verdict:\*\* ", section, flags=re.M)) == 1
     data = _data(out, module.NAME)
-    from sims.experiments import Context
+    from dpolab.items import Context
 
     ctx = Context(kind="audit", quick=True, out=tmp_path, dir=tmp_path / module.NAME)
     again = module.render(data, ctx)
@@ -158,7 +158,7 @@ def test_files_and_report_section(audit_quick, module, tmp_path):
 def test_q2_exact_checks_pass_and_can_fail(audit_quick):
     """The recursion reproduces the recorded held-out means; a recorded value off by 1e-9, or data
     regenerated with a different l_b, is caught (the check can fail)."""
-    from sims.sweep import read_summary
+    from dpolab.sims.sweep.engine import read_summary
 
     _, out = audit_quick
     data = _data(out, q2.NAME)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from audit import q5_adam, q6_after_tau1, q7_beta, q9_flips
-from sims.config import DataSpec, make_params
-from sims.data import sample_dataset
-from sims.reference import dataset_cross_terms, margin_recursion
-from theory import im_li
+from dpolab.audit import q5_adam, q6_after_tau1, q7_beta, q9_flips
+from dpolab.sims.config import DataSpec, make_params
+from dpolab.sims.data import sample_dataset
+from dpolab.sims.reference import dataset_cross_terms, margin_recursion
+from dpolab.theory import im_li
 
 MODULES = {m.NAME: m for m in (q5_adam, q6_after_tau1, q7_beta, q9_flips)}
 NUMBER = {"q5-adam": 5, "q6-after-tau1": 6, "q7-beta": 7, "q9-flips": 9}
@@ -58,7 +58,7 @@ def test_noise_free_recursion_converges_to_the_flow_at_rate_one():
 @pytest.mark.parametrize("tokens", ["distinct", "yes_no"])
 def test_noise_free_recursion_is_the_exact_gd_recursion_without_noise(tokens):
     """With v = 0 every row of C sums to 4Q (THEORY §1.6), for distinct and shared tokens alike:
-    the independent cross-term recursion of sims.reference gives the same margin for every sample."""
+    the independent cross-term recursion of dpolab.sims.reference gives the same margin for every sample."""
     spec = DataSpec(K=3, Q=4, d=8, n_test=1, tokens=tokens)
     params = make_params(beta=1.3, eta=0.05, v=0.0)
     data = sample_dataset(jax.random.key(1), spec, params, 0)

@@ -5,11 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from audit import q1_log_k as q1
-from audit import q8_unbalanced as q8
-from figures.style import read_csv
-from theory import im_li
-
+from dpolab.audit import q1_log_k as q1
+from dpolab.audit import q8_unbalanced as q8
+from dpolab.figures.style import read_csv
+from dpolab.theory import im_li
 
 # ---- Q1: Q_emp rule, bootstrap, grid rule, fits ----------------------------------------------------
 
@@ -86,8 +85,8 @@ def test_one_value_is_the_same_model_in_both_token_modes():
     modes give one pair and identical data for the same key."""
     import jax
 
-    from sims.config import DataSpec, make_params
-    from sims.data import sample_dataset
+    from dpolab.sims.config import DataSpec, make_params
+    from dpolab.sims.data import sample_dataset
 
     params = make_params(beta=1.0, eta=0.1, v=0.3)
     a, b = (sample_dataset(jax.random.key(5), DataSpec(K=1, Q=4, d=10, tokens=t), params, 0)
@@ -108,7 +107,7 @@ def test_label_split_is_balanced_and_disjoint():
 
 
 def _fake_persona(rng, n=24, d=6):
-    from sims.llm.train import PersonaFeatures
+    from dpolab.sims.llm.train import PersonaFeatures
 
     lp = rng.standard_normal((n, 2)) - 3.0
     return PersonaFeatures(g=rng.standard_normal((n, d)), label=np.array([1, -1] * (n // 2)),
@@ -120,9 +119,9 @@ def test_tiling_a_training_set_leaves_the_adam_trajectory_unchanged():
     """real_errors tiles every training set to Q_max per label: the mean loss is the same."""
     import jax
 
-    from sims.config import TrainSpec, make_params
-    from sims.llm.train import PAPER_PROTOCOL, to_dataset
-    from sims.train import make_trainer
+    from dpolab.sims.config import TrainSpec, make_params
+    from dpolab.sims.llm.train import PAPER_PROTOCOL, to_dataset
+    from dpolab.sims.train import make_trainer
 
     rng = np.random.default_rng(3)
     feats = [_fake_persona(rng), _fake_persona(rng)]

@@ -6,9 +6,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dpolab.checks import mixture as checks_mixture
+from dpolab.checks import rdpo as checks_rdpo
 from dpolab.cli import main
-from sims import checks_mixture, checks_rdpo
-from sims.bandit import BanditSpec, PreferenceData, make_bandit_params, make_fit, make_instance, project, run_bandit
+from dpolab.sims.bandit import (
+    BanditSpec,
+    make_bandit_params,
+    make_fit,
+    project,
+    run_bandit,
+)
 
 
 def test_instance_and_pairs_respect_the_model():
@@ -91,7 +98,7 @@ def test_bounds_json_contracts(capsys):
 # checks that must go red when what they guard is broken
 
 def test_population_minimizer_check_fails_with_a_biased_rdpo_weight(monkeypatch):
-    import theory.losses as L
+    import dpolab.theory.losses as L
 
     real = L.LOSSES["rdpo"]
     monkeypatch.setitem(L.LOSSES, "rdpo", real._replace(weight=lambda z, e: L.dpo_weight(z)))
@@ -99,7 +106,7 @@ def test_population_minimizer_check_fails_with_a_biased_rdpo_weight(monkeypatch)
 
 
 def test_subgroup_check_fails_when_the_bound_is_doubled(monkeypatch):
-    import theory.mixture as M
+    import dpolab.theory.mixture as M
 
     real = M.subgroup_lower_bound
     monkeypatch.setattr(M, "subgroup_lower_bound", lambda *a, **k: 2 * real(*a, **k))
@@ -107,8 +114,8 @@ def test_subgroup_check_fails_when_the_bound_is_doubled(monkeypatch):
 
 
 def test_ranking_equivalence_check_fails_with_the_threshold_sign_flipped(monkeypatch):
-    from sims import checks_ranking
-    import theory.ranking as R
+    import dpolab.theory.ranking as R
+    from dpolab.checks import ranking as checks_ranking
 
     real = R.loss_threshold
     monkeypatch.setattr(R, "loss_threshold", lambda c, **kw: real(-c, **kw))

@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from bench import harness
-from bench import im_li
+import dpolab.bench as bench
+from dpolab.bench import harness, im_li
 
 REQUIRED_KEYS = {
     "speedup_vs_numpy", "speedup_vs_full_vocab", "ratio_to_floor", "compile_s",
@@ -25,7 +25,7 @@ TIME_KEYS = ("compile_s", "fast_s_per_step", "numpy_s_per_step", "full_vocab_s_p
 
 @pytest.fixture(scope="module")
 def quick_result():
-    return harness.run_suite("im-li", quick=True)
+    return bench.run_suite("im-li", quick=True)
 
 
 def test_quick_suite_returns_every_key_with_positive_finite_times(quick_result):
@@ -88,10 +88,10 @@ def test_time_fn_takes_the_minimum_and_blocks():
 
 def test_unknown_suite_raises_naming_field_value_and_allowed():
     with pytest.raises(ValueError) as err:
-        harness.run_suite("no-such-suite")
+        bench.run_suite("no-such-suite")
     msg = str(err.value)
     assert "suite" in msg and "'no-such-suite'" in msg and "im-li" in msg
-    assert "im-li" in harness.SUITES
+    assert "im-li" in bench.SUITES
 
 
 def test_bench_config_is_validated():
@@ -103,7 +103,7 @@ def test_bench_config_is_validated():
 
 # ---- suite "rdpo": the bandit fit grid, vmapped, against a SciPy L-BFGS-B loop ----------------
 
-from bench import rdpo as rdpo_bench  # noqa: E402
+from dpolab.bench import rdpo as rdpo_bench  # noqa: E402
 
 RDPO_KEYS = {"speedup_vs_scipy", "compile_s", "fast_s", "scipy_s", "n_fits", "max_theta_diff",
              "targets", "meets_targets", "config", "jax_backend", "precision", "checks", "notes",
@@ -112,7 +112,7 @@ RDPO_KEYS = {"speedup_vs_scipy", "compile_s", "fast_s", "scipy_s", "n_fits", "ma
 
 @pytest.fixture(scope="module")
 def rdpo_quick_result():
-    return harness.run_suite("rdpo", quick=True)
+    return bench.run_suite("rdpo", quick=True)
 
 
 def test_rdpo_quick_suite_returns_every_key_with_positive_finite_times(rdpo_quick_result):
@@ -148,7 +148,7 @@ def test_rdpo_format_table_names_both_methods(rdpo_quick_result):
 
 def test_rdpo_numpy_objective_is_the_rdpo_loss_and_its_gradient():
     # golden value: the loss is the library's rDPO at z = β(θ − θ_0)ᵀx, mean over pairs
-    from theory.losses import rdpo
+    from dpolab.theory.losses import rdpo
     rng = np.random.default_rng(3)
     x, theta0, theta = rng.normal(size=(7, 3)), rng.normal(size=3), rng.normal(size=3)
     beta, eps = 1.7, 0.3
@@ -170,7 +170,7 @@ def test_rdpo_numpy_objective_is_the_rdpo_loss_and_its_gradient():
 
 def test_rdpo_grid_fit_matches_run_bandit_point_by_point():
     # the flattened (n, ε, seed) grid must put each fit back where run_bandit would
-    from sims.bandit import BanditSpec, make_bandit_params, make_instance, run_bandit
+    from dpolab.sims.bandit import BanditSpec, make_bandit_params, make_instance, run_bandit
     spec = BanditSpec(S=8, A=4, d=3, n=200, loss="rdpo", steps=200)
     eps_values, ns, seeds = (0.0, 0.25), (50, 200), 3
     params = make_bandit_params(beta=1.0, eps=np.asarray(eps_values), B=8.0, reward_scale=1.5)
@@ -212,4 +212,4 @@ def test_rdpo_bench_config_is_validated():
         rdpo_bench.RdpoBench(repeats=2)
     with pytest.raises(ValueError, match="B"):
         rdpo_bench.RdpoBench(B=0.0)
-    assert "rdpo" in harness.SUITES
+    assert "rdpo" in bench.SUITES

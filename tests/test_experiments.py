@@ -5,7 +5,7 @@ import types
 import numpy as np
 import pytest
 
-from sims.experiments import Unavailable, run_items, select
+from dpolab.items import Unavailable, run_items, select
 
 
 def _item(name, calls, *, unavailable=False):

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from figures import im_li
-from figures.style import read_csv, save, write_csv
+from dpolab.figures import im_li
+from dpolab.figures.style import read_csv, save, write_csv
 
 LOG3 = math.log(3.0)
 
@@ -159,7 +159,7 @@ def test_save_closes_the_figure(tmp_path):
 
 
 def test_figures_does_not_import_jax_or_sims():
-    code = ("import sys, figures.im_li, figures.style; "
+    code = ("import sys, dpolab.figures.im_li, dpolab.figures.style; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'sims')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,4 @@
-"""Tests for theory.im_li: golden values, exact Q*, the scaling-law slope, closed forms vs ODEs,
+"""Tests for dpolab.theory.im_li: golden values, exact Q*, the scaling-law slope, closed forms vs ODEs,
 the vacuous probability clause, and the multi-token velocity against autodiff."""
 import math
 import warnings
@@ -10,7 +10,8 @@ import pytest
 from scipy import optimize, stats
 from scipy.integrate import solve_ivp
 
-from theory import im_li as IL
+from dpolab.theory import im_li as IL
+from dpolab.theory import im_li_dynamics as ILD
 
 LOG3 = math.log(3.0)
 
@@ -27,7 +28,7 @@ def _noise_free_dataset(K=3, Q=2, lb=0.5):
                 yw.append(2 * i if sign > 0 else 2 * i + 1)
                 yl.append(2 * i + 1 if sign > 0 else 2 * i)
     g, yw, yl = np.array(g), np.array(yw), np.array(yl)
-    return np.asarray(IL.cross_terms(g, yw, yl, g, yw, yl)), 2 * K * Q
+    return np.asarray(ILD.cross_terms(g, yw, yl, g, yw, yl)), 2 * K * Q
 
 
 def _brute_q_star(bound_fn, threshold=0.05, q_hi=20_000):
@@ -266,7 +267,7 @@ def test_cross_terms_token_factors():
     #           same pair+order, swapped, shares w only, shares l with w', no shared token
     yw_b, yl_b = np.array([0, 1, 0, 5, 7]), np.array([1, 0, 4, 0, 8])
     gb = np.tile(g[1], (5, 1))
-    C = np.asarray(IL.cross_terms(g[:1], np.array([0]), np.array([1]), gb, yw_b, yl_b))
+    C = np.asarray(ILD.cross_terms(g[:1], np.array([0]), np.array([1]), gb, yw_b, yl_b))
     gram = g[0] @ g[1]
     np.testing.assert_array_equal(C, [[2 * gram, -2 * gram, gram, -gram, 0.0]])
 
@@ -274,15 +275,15 @@ def test_cross_terms_token_factors():
 # ---- multi-token velocity vs autodiff -----------------------------------------------------------
 
 def test_multi_token_reward_velocity_matches_autodiff():
-    """The formula against jax.grad + jvp of the multi-token DPO loss (sims.multi_token)."""
-    from sims.multi_token import autodiff_reward_velocity, random_problem
+    """The formula against jax.grad + jvp of the multi-token DPO loss (dpolab.sims.multi_token)."""
+    from dpolab.sims.multi_token import autodiff_reward_velocity, random_problem
 
     problem = random_problem(jax.random.key(0), beta=0.7, tau=1.7)
-    formula = IL.multi_token_reward_velocity(**problem.formula_args())
+    formula = ILD.multi_token_reward_velocity(**problem.formula_args())
     auto = autodiff_reward_velocity(problem)
     np.testing.assert_allclose(np.asarray(formula), np.asarray(auto), rtol=1e-12, atol=1e-14)
     assert float(jnp.max(jnp.abs(formula))) > 1e-3  # the check is not vacuous
     args = problem.formula_args()
     for y in range(problem.w.shape[0]):
         args["y"] = y
-        assert float(IL.multi_token_reward_velocity(**args)) == float(formula[y])
+        assert float(ILD.multi_token_reward_velocity(**args)) == float(formula[y])

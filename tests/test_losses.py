@@ -1,4 +1,4 @@
-"""Tests for theory.losses: golden values, autodiff weights, flip identities, stability, registry."""
+"""Tests for dpolab.theory.losses: golden values, autodiff weights, flip identities, stability, registry."""
 import math
 
 import jax
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
 
-from theory import losses as L
+from dpolab.theory import losses as L
 
 ZS = np.linspace(-30.0, 30.0, 121)
 EPSS = [0.0, 0.05, 0.1, 0.25, 0.4, 0.49]
@@ -127,7 +127,7 @@ def test_check_grads_slic_away_from_kink():
 @pytest.mark.parametrize("eps", EPSS)
 def test_unbiasedness_pointwise(eps):
     for base in (L.dpo, L.ipo, L.slic):
-        hat = lambda z: L.debias(base, z, eps)  # noqa: E731
+        hat = lambda z, base=base: L.debias(base, z, eps)  # noqa: E731
         np.testing.assert_allclose((1 - eps) * hat(ZS) + eps * hat(-ZS), base(ZS),
                                    rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose((1 - eps) * L.rdpo(ZS, eps) + eps * L.rdpo(-ZS, eps),
@@ -159,7 +159,7 @@ def test_gradient_weight_identities(eps):
 def test_equal_curvature(eps):
     curvature = np.array([_sig(z) * _sig(-z) for z in ZS])
     for value in (L.dpo, L.cdpo, L.rdpo):
-        d2 = jax.vmap(jax.grad(jax.grad(lambda z: value(z, eps))))(jnp.asarray(ZS))
+        d2 = jax.vmap(jax.grad(jax.grad(lambda z, value=value: value(z, eps))))(jnp.asarray(ZS))
         # 1/(1−2ε) amplifies the rounding of autodiff's σ′ = σ(1−σ) in the tails
         np.testing.assert_allclose(d2, curvature, rtol=1e-8, atol=1e-14 / (1 - 2 * eps))
 

@@ -1,4 +1,4 @@
-"""Tests for theory.mixture: golden values, the exact BT fit against scipy, identical/opposite/
+"""Tests for dpolab.theory.mixture: golden values, the exact BT fit against scipy, identical/opposite/
 Condorcet mixtures, the Pinsker subgroup bound, triangle defect, parsing and bad inputs."""
 import itertools
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import optimize
 
-from theory import mixture as X
+from dpolab.theory import mixture as X
 
 EX = X.WORKED_EXAMPLES
 

@@ -1,4 +1,4 @@
-"""Tests for theory.ranking: golden values, Theorem 3.1 against the RLHF optimum, Cor. 3.3,
+"""Tests for dpolab.theory.ranking: golden values, Theorem 3.1 against the RLHF optimum, Cor. 3.3,
 Theorem 4.1 (and DPO^γ) on 10⁶ random pairs, Prop. 2.6, the IPO analogue, and bad inputs."""
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import optimize
 
-from theory import ranking as R
+from dpolab.theory import ranking as R
 
 N_DRAWS = 1_000_000
 

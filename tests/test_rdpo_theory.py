@@ -1,4 +1,4 @@
-"""Tests for theory.rdpo: golden values, minimisers vs numeric minimisation, variance, bounds."""
+"""Tests for dpolab.theory.rdpo: golden values, minimisers vs numeric minimisation, variance, bounds."""
 import json
 import math
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from theory import losses as L
-from theory import rdpo as R
+from dpolab.theory import losses as L
+from dpolab.theory import rdpo as R
 
 PS = [0.05, 0.3, 0.5, 0.8, 0.97]
 EPSS = [0.0, 0.1, 0.25, 0.45]
@@ -56,7 +56,7 @@ def test_minimizer_golden():
 
 
 def _expected_loss(loss, p, eps):
-    """q·φ(z) + (1−q)·φ(−z), built from theory.losses only (independent of rdpo's closed forms)."""
+    """q·φ(z) + (1−q)·φ(−z), built from dpolab.theory.losses only (independent of rdpo's closed forms)."""
     phi = {"dpo": L.dpo, "cdpo": lambda z: L.cdpo(z, eps), "rdpo": lambda z: L.rdpo(z, eps),
            "ipo": L.ipo, "ripo": lambda z: L.debias(L.ipo, z, eps)}[loss]
     q = p * (1 - eps) + (1 - p) * eps  # the label survives (1−ε) or is flipped in (ε)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from figures.repro_curves import CURVES, cosine_long_table, curve_table, seed_summary
-from figures.style import read_csv
-from paper_repro import fig3_cosines, fig5_training_curves, real_sets
-from sims.checks_real import unavailable
-from sims.llm.diagnose import embedding_structure
+from dpolab.figures.repro_curves import CURVES, cosine_long_table, curve_table, seed_summary
+from dpolab.figures.style import read_csv
+from dpolab.paper_repro import fig3_cosines, fig5_training_curves, real_sets
+from dpolab.sims.llm.diagnose import embedding_structure
+from dpolab.sims.llm.model import real_track_unavailable as unavailable
 
 FIG5, FIG3 = fig5_training_curves.NAME, fig3_cosines.NAME
 # Values written with %.17g round-trip float64 exactly; 1e-12 leaves room for float64 sums.
@@ -189,7 +189,7 @@ def test_short_label():
 
 def test_cosines_skip_without_real_track():
     ctx = types.SimpleNamespace(quick=True, real_unavailable=lambda: "the llm extra is not installed")
-    from sims.experiments import Unavailable
+    from dpolab.items import Unavailable
 
     with pytest.raises(Unavailable, match="llm extra"):
         fig3_cosines.compute(ctx)

@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import pytest
 
-from figures.style import read_csv
-from paper_repro import fig4_samples_per_value as fig4
-from paper_repro import thm42_sandwich as thm42
-from paper_repro import thm43_risk as thm43
-from sims.risk import clopper_pearson
-from theory import im_li
+from dpolab.figures.style import read_csv
+from dpolab.paper_repro import fig4_samples_per_value as fig4
+from dpolab.paper_repro import thm42_sandwich as thm42
+from dpolab.paper_repro import thm43_risk as thm43
+from dpolab.sims.risk import clopper_pearson
+from dpolab.theory import im_li
 
 STEMS = {fig4.NAME: ("fig4_samples_per_value", "fig4_simulated_risk"),
          thm42.NAME: ("thm42_sandwich", "thm42_collapse"), thm43.NAME: ("thm43_risk",)}
@@ -190,7 +190,7 @@ def test_status_code_and_bounds_helpers():
 
 
 def test_figures_module_does_not_import_jax_or_sims():
-    code = ("import sys, figures.repro_im_li; "
+    code = ("import sys, dpolab.figures.repro_im_li; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'sims')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from scipy.special import logit
 
-from figures.repro_rdpo import noise_factor_table, rmse_ci
-from figures.style import read_csv
-from paper_repro import chen_ranking, mixture_error, rdpo_noise, tables_full_ft
-from sims.bandit import BanditSpec, make_instance
-from theory import mixture
+from dpolab.figures.repro_rdpo import noise_factor_table, rmse_ci
+from dpolab.figures.style import read_csv
+from dpolab.paper_repro import chen_ranking, mixture_error, rdpo_noise, tables_full_ft
+from dpolab.sims.bandit import BanditSpec, make_instance
+from dpolab.theory import mixture
 
 FILES = {
     "tables-full-ft": ["tables_full_ft.pdf", "tables_full_ft.png", "tables_full_ft.csv",
@@ -158,7 +158,8 @@ def test_rmse_ci_and_noise_table():
     assert lo[0] == hi[0] == 1.0 and lo[1] < rmse[1] < hi[1]
     rng = np.random.default_rng(0)
     data = {"eps": np.array(rdpo_noise.EPS), "ns": np.array([10, 20]),
-            "reward_scales": np.array([1.5, 0.2]), "asymptotic_rmse_rdpo": np.ones((5, 2)), "asymptotic_rmse_weak_rdpo": np.ones(5)}
+            "reward_scales": np.array([1.5, 0.2]), "asymptotic_rmse_rdpo": np.ones((5, 2)),
+            "asymptotic_rmse_weak_rdpo": np.ones(5)}
     for loss in rdpo_noise.LOSSES:
         data[f"error_{loss}"] = rng.random((5, 4, 2))
         data[f"error_weak_{loss}"] = rng.random((5, 6))

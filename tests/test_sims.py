@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sims.config import DataSpec, TrainSpec, make_params, theorem_regime
-from sims.data import concept_vectors, sample_dataset
-from sims.risk import clopper_pearson
-from sims.train import check_finite, make_trainer, run_seeds
+from dpolab.sims.config import DataSpec, TrainSpec, make_params, theorem_regime
+from dpolab.sims.data import concept_vectors, sample_dataset
+from dpolab.sims.risk import clopper_pearson
+from dpolab.sims.train import check_finite, make_trainer, run_seeds
 
 
 def _tiny():

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sims.config import DataSpec, make_params
-from sims.data import concept_vectors, layout, low_rank_spectrum, sample_dataset
-from sims.sweep import read_summary, run_spec
-from sims.sweep_spec import parse_spec
+from dpolab.sims.config import DataSpec, make_params
+from dpolab.sims.data import concept_vectors, layout, low_rank_spectrum, sample_dataset
+from dpolab.sims.sweep.run import run_spec
+from dpolab.sims.sweep.spec import parse_spec
 
 
 def test_flip_rate_and_clean_test_split():
@@ -51,7 +51,7 @@ def test_low_rank_spectrum():
 def _sweep(tmp_path, fixed, grid, seeds=2):
     spec = parse_spec({"sweep": {"simulation": "im-li", "seeds": seeds, "chunk_size": 8},
                        "fixed": fixed, "grid": grid})
-    return read_summary(run_spec(spec, tmp_path / "s", quiet=True))
+    return run_spec(spec, tmp_path / "s", quiet=True).columns
 
 
 def test_unseen_values_sandwich_and_unbalanced(tmp_path):

@@ -14,9 +14,9 @@ import pytest
 
 pytest.importorskip("ray")
 
-from bench import harness  # noqa: E402
+from dpolab.bench import harness, run_suite  # noqa: E402
 from dpolab.cli import main  # noqa: E402
-from sims import sweep_ray  # noqa: E402
+from dpolab.sims.sweep import ray as sweep_ray  # noqa: E402
 
 # One static signature (one compilation per worker, a few seconds), four one-point chunks.
 SPEC = """\
@@ -125,7 +125,7 @@ def test_an_address_without_a_cluster_is_one_line_and_exit_code_2(spec_path, tmp
 
 PIN_AND_HOLD = """
 import os, sys
-from sims.sweep_ray import pin_to_one_cpu
+from dpolab.sims.sweep.ray import pin_to_one_cpu
 cpu = pin_to_one_cpu()
 print(cpu, sorted(os.sched_getaffinity(0)), flush=True)
 sys.stdin.read()  # hold the CPU until the test closes stdin
@@ -218,7 +218,7 @@ def test_a_worker_killed_mid_chunk_is_retried_and_the_summary_is_unchanged(
 
 
 def test_quick_sweep_bench_runs_every_backend_and_reports_ratios():
-    r = harness.run_suite("sweep", quick=True)
+    r = run_suite("sweep", quick=True)
     assert r["suite"] == "sweep" and r["precision"] == "float64"
     runs = r["runs"]
     assert set(runs) == {"local", "ray_2"}  # the quick config skips Ray with 1 worker

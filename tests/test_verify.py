@@ -4,9 +4,11 @@ import json
 import numpy as np
 import pytest
 
-import theory.im_li as IL
+import dpolab.theory.im_li as IL
+import dpolab.theory.im_li_dynamics as ILD
+from dpolab.checks import dynamics as checks_dynamics
+from dpolab.checks import generalization as checks_generalization
 from dpolab.cli import main
-from sims import checks_dynamics, checks_generalization
 
 
 def test_verify_quick_end_to_end(tmp_path, capsys, monkeypatch):
@@ -70,7 +72,7 @@ def test_closed_form_check_fails_when_closed_form_is_wrong(monkeypatch):
 
 
 def test_recursion_check_fails_when_cross_terms_are_wrong(monkeypatch):
-    import sims.reference as ref
+    import dpolab.sims.reference as ref
 
     real = ref.cross_terms
     monkeypatch.setattr(ref, "cross_terms", lambda *a: real(*a) * (1 + 1e-6))
@@ -78,21 +80,21 @@ def test_recursion_check_fails_when_cross_terms_are_wrong(monkeypatch):
 
 
 def test_risk_check_fails_when_risk_is_measured_with_the_wrong_sign(monkeypatch):
-    import sims.risk
+    import dpolab.sims.risk
 
-    real = sims.risk.reward_margins
-    monkeypatch.setattr(sims.risk, "reward_margins", lambda *a: -real(*a))
-    sims.risk._error_counter.cache_clear()
+    real = dpolab.sims.risk.reward_margins
+    monkeypatch.setattr(dpolab.sims.risk, "reward_margins", lambda *a: -real(*a))
+    dpolab.sims.risk._error_counter.cache_clear()
     try:
         result = checks_generalization.theorem_43_risk(True)
     finally:
-        sims.risk._error_counter.cache_clear()
+        dpolab.sims.risk._error_counter.cache_clear()
     assert result.verdict == "fail"
     assert "violated" in str(result.measured)
 
 
 def test_bound_status_logic():
-    from sims.checks_generalization import bound_status
+    from dpolab.checks.generalization import bound_status
 
     assert bound_status(0.0, 3e-5, 1e-3, 120_000) == "certified"
     assert bound_status(0.01, 0.02, 1e-3, 120_000) == "violated"
@@ -101,22 +103,21 @@ def test_bound_status_logic():
 
 
 def test_multi_token_check_fails_with_the_sign_flipped(monkeypatch):
-    real = IL.multi_token_reward_velocity
-    monkeypatch.setattr(IL, "multi_token_reward_velocity", lambda *a, **kw: -real(*a, **kw))
+    real = ILD.multi_token_reward_velocity
+    monkeypatch.setattr(ILD, "multi_token_reward_velocity", lambda *a, **kw: -real(*a, **kw))
     assert checks_dynamics.multi_token(True).verdict == "fail"
 
 
 def test_interrupted_verify_resumes_without_rerunning(tmp_path, monkeypatch):
-    from sims import registry
-
     out, calls = tmp_path / "v", []
-    first, last = "im-li/q-star-table", "im-li/probability-statement"  # registry order
-    real = registry.REGISTRY[last]
+    first, last = "im-li/q-star-table", "im-li/probability-statement"  # catalogue order
+    table = checks_generalization.CHECKS
+    real = table[last]
 
     def interrupted(quick):
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(registry.REGISTRY, last, registry.Check(last, "im-li", interrupted))
+    monkeypatch.setitem(table, last, interrupted)
     with pytest.raises(KeyboardInterrupt):
         main(["verify", "--quick", "--only", "q-star,probability", "--out", str(out)])
     done = sorted(p.name for p in (out / "checks").glob("im-li*"))
@@ -124,11 +125,10 @@ def test_interrupted_verify_resumes_without_rerunning(tmp_path, monkeypatch):
 
     def counted(quick):
         calls.append(1)
-        return real.fn(quick)
+        return real(quick)
 
-    monkeypatch.setitem(registry.REGISTRY, last, registry.Check(last, "im-li", counted))
-    monkeypatch.setitem(registry.REGISTRY, first, registry.Check(
-        first, "im-li", lambda quick: pytest.fail("a finished check was run again")))
+    monkeypatch.setitem(table, last, counted)
+    monkeypatch.setitem(table, first, lambda quick: pytest.fail("a finished check was run again"))
     assert main(["verify", "--quick", "--only", "q-star,probability", "--out", str(out),
                  "--resume"]) == 0
     assert calls == [1]

@@ -4,7 +4,8 @@ from __future__ import annotations
 import itertools
 from typing import Callable, NamedTuple
 
-from theory import im_li, ranking, rdpo
+from dpolab.errors import InputError
+from dpolab.theory import im_li, ranking, rdpo
 
 #: Parameters of `im_li_summary` with their defaults (None: the theorem's default d = 5Q,
 #: v = 1/(32√Q), also inside the Q* search).
@@ -70,22 +71,22 @@ FAMILIES = {
 def grid(family: str, **lists) -> list[dict]:
     """The family's summary for every combination of the given value lists (one row each)."""
     if family not in FAMILIES:
-        raise ValueError(f"family={family!r} is not allowed: family must be one of {tuple(FAMILIES)}")
+        raise InputError(f"family={family!r} is not allowed: family must be one of {tuple(FAMILIES)}")
     fam = FAMILIES[family]
     unknown = set(lists) - set(fam.defaults)
     if unknown:
         name = sorted(unknown)[0]
-        raise ValueError(f"{name} is not a parameter of the {family} bounds: allowed are "
+        raise InputError(f"{name} is not a parameter of the {family} bounds: allowed are "
                          f"{tuple(fam.defaults)}")
     axes = {k: lists.get(k) or [fam.defaults[k]] for k in fam.defaults}
     for name in fam.integers:
         for value in axes[name]:
             if value is not None and (value != int(value) or value < 1):
-                raise ValueError(f"{name}={value!r} is not allowed: {name} must be an integer >= 1")
+                raise InputError(f"{name}={value!r} is not allowed: {name} must be an integer >= 1")
     for name in fam.non_negative:
         for value in axes[name]:
             if value is not None and not value >= 0:
-                raise ValueError(f"{name}={value!r} is not allowed: {name} must be >= 0")
+                raise InputError(f"{name}={value!r} is not allowed: {name} must be >= 0")
     rows = []
     for combo in itertools.product(*axes.values()):
         kw = dict(zip(axes, combo))

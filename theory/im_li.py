@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 import scipy.special
+
+from dpolab.errors import InputError
 
 LOG3 = math.log(3.0)
 #: Theorem 4.2: every training margin at tau_1 lies in this window (orthogonal values).
@@ -29,7 +29,7 @@ _SCAN_LIMIT = 100_000  # longest rising stretch q_star scans point by point
 def _positive(**fields):
     for name, value in fields.items():
         if not np.all(np.asarray(value, dtype=np.float64) > 0):
-            raise ValueError(f"{name} must be > 0, got {value!r}")
+            raise InputError(f"{name} must be > 0, got {value!r}")
 
 
 def _f64(x):  # the closed forms are float64 numpy whatever the jax precision
@@ -144,7 +144,7 @@ def bound_refined(*, K, Q, d, v, lb, Z=1, delta_orthogonal=False):
     """
     K, Q, d, v, lb, Z = np.broadcast_arrays(*map(_f64, (K, Q, d, v, lb, Z)))
     if np.any(v < 0):
-        raise ValueError(f"v must be >= 0, got {v!r}")
+        raise InputError(f"v must be >= 0, got {v!r}")
     pos = v > 0
     vs = np.where(pos, v, 1.0)
     eps = 1.0 / (16.0 * vs * (Z + 2.0))
@@ -225,14 +225,14 @@ def q_star(K, *, threshold=0.05, bound="simplified", d=None, v=None, lb=0.5, Z=1
         at threshold 0.05); Figure 4.
     """
     if bound not in BOUNDS:
-        raise ValueError(f"bound must be one of {BOUNDS}, got {bound!r}")
+        raise InputError(f"bound must be one of {BOUNDS}, got {bound!r}")
     if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+        raise InputError(f"threshold must be in (0, 1], got {threshold!r}")
     _positive(K=K)
     if bound == "simplified" and (d is not None or v is not None):
-        raise ValueError(f"d and v apply only to bound='refined'; got d={d!r}, v={v!r}")
+        raise InputError(f"d and v apply only to bound='refined'; got d={d!r}, v={v!r}")
     if int(q_max) != q_max or q_max < _Q_MIN:
-        raise ValueError(f"q_max must be an integer >= {_Q_MIN}, got {q_max!r}")
+        raise InputError(f"q_max must be an integer >= {_Q_MIN}, got {q_max!r}")
     q_max = int(q_max)
     kw = dict(K=K, bound=bound, d=d, v=v, lb=lb, Z=Z, delta_orthogonal=delta_orthogonal)
     q0 = _decreasing_from(bound=bound, d=d, v=v, lb=lb, Z=Z,
@@ -288,7 +288,7 @@ def _rate(t, K, beta, tau):
     _positive(K=K, beta=beta, tau=tau)
     t = _f64(t)
     if np.any(t < 0):
-        raise ValueError(f"t must be >= 0, got {t!r}")
+        raise InputError(f"t must be >= 0, got {t!r}")
     return 2.0 * beta**2 * t / (K * tau)
 
 
@@ -350,54 +350,3 @@ def ipo_linear_exact(C, t, *, N, beta, tau=1.0):
     ones = np.ones(C.shape[0])
     rs = [ones - scipy.linalg.expm(-2.0 * beta**2 * C * s / (N * tau)) @ ones for s in t.ravel()]
     return np.stack(rs)[0] if t.ndim == 0 else np.stack(rs)
-
-
-def cross_terms(g_a, yw_a, yl_a, g_b, yw_b, yl_b):
-    """Cross-term matrix C_ij = (e_{w,a_i} - e_{l,a_i})^T (e_{w,b_j} - e_{l,b_j}) g_a_i^T g_b_j.
-
-    Args:
-        g_a: (n_a, d) features; yw_a, yl_a: (n_a,) int chosen/rejected tokens. Same for b.
-
-    Returns:
-        (n_a, n_b) jnp array; token factor in {2, -2, +-1, 0} times the Gram matrix.
-
-    References:
-        [IL] Lemma 4.1.
-    """
-    g_a, g_b = jnp.asarray(g_a), jnp.asarray(g_b)
-    eq = lambda p, q: (jnp.asarray(p)[:, None] == jnp.asarray(q)[None, :]).astype(g_a.dtype)  # noqa: E731
-    factor = eq(yw_a, yw_b) - eq(yw_a, yl_b) - eq(yl_a, yw_b) + eq(yl_a, yl_b)
-    return factor * (g_a @ g_b.T)
-
-
-def multi_token_reward_velocity(W, g_star, y, contexts, tokens, weights, *, beta, N=None):
-    """tau d r(y; g*)/dt under gradient flow of multi-token DPO (THEORY.md §1.7).
-
-    tau dr(y; g*)/dt = (beta^2/N) sum_i sigma(-r_i) sum_j sum_s eps_s (g_ijs^T g*)
-        [1{y = y_ijs} - S(W g_ijs)_y - S(W g*)_{y_ijs} + S(W g*)^T S(W g_ijs)],
-    eps_w = +1, eps_l = -1, S = softmax; r(y; g) = beta [log S(W g)_y - log S(W_0 g)_y].
-    W_0 enters only through the margins r_i inside `weights`. Matches autodiff (tests).
-
-    Args:
-        W: (V, d) unembedding. g_star: (d,) query context. y: int (array) of tokens, None = all.
-        contexts: (N, J, 2, d) teacher-forced states g(i, j, s), s = 0 chosen, 1 rejected.
-        tokens: (N, J, 2) int response tokens y^{(j)}_{s,i}.
-        weights: (N,) sigma(-r_i) (or -f'(r_i) for other GPO losses).
-        beta: DPO temperature. N: loss normaliser (default contexts.shape[0]).
-
-    Returns:
-        jnp array of velocities, shape of y (or (V,)).
-
-    References:
-        [IL] multi-token gradient decomposition (the paper's printed probability factor appears
-        to carry a sign error; this form is the autodiff-verified one).
-    """
-    W, contexts = jnp.asarray(W), jnp.asarray(contexts)
-    N = contexts.shape[0] if N is None else N
-    s_star = jax.nn.softmax(W @ g_star)  # (V,)
-    s_ctx = jax.nn.softmax(contexts @ W.T, axis=-1)  # (N, J, 2, V)
-    coef = jnp.asarray(weights)[:, None, None] * jnp.array([1.0, -1.0]) * (contexts @ g_star)
-    bracket = (jax.nn.one_hot(tokens, W.shape[0], dtype=s_ctx.dtype) - s_ctx
-               - s_star[tokens][..., None] + (s_ctx @ s_star)[..., None])
-    vel = beta**2 / N * jnp.einsum("njs,njsv->v", coef, bracket)
-    return vel if y is None else vel[jnp.asarray(y)]

@@ -49,6 +49,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from dpolab.errors import InputError
+
 Array = jax.Array
 LossFn = Callable[..., Array]
 
@@ -221,7 +223,7 @@ def get_loss(name: str) -> PairwiseLoss:
         ValueError: naming the field ``loss``, the value given and the allowed names.
     """
     if name not in LOSSES:
-        raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {name!r}")
+        raise InputError(f"loss must be one of {sorted(LOSSES)}; got {name!r}")
     return LOSSES[name]
 
 
@@ -241,5 +243,5 @@ def validate_eps(name: str, eps) -> float:
     get_loss(name)
     value = float(eps)
     if not 0.0 <= value < 0.5:  # also rejects NaN
-        raise ValueError(f"eps must satisfy 0 <= eps < 0.5 (loss {name!r}); got {eps!r}")
+        raise InputError(f"eps must satisfy 0 <= eps < 0.5 (loss {name!r}); got {eps!r}")
     return value

@@ -19,6 +19,8 @@ import numpy as np
 from scipy.sparse.csgraph import connected_components
 from scipy.special import expit, logit, xlogy
 
+from dpolab.errors import InputError
+
 _GRAD_TOL = 1e-13
 _MAX_NEWTON = 100
 _WEIGHT_SUM_TOL = 1e-12
@@ -27,26 +29,26 @@ _WEIGHT_SUM_TOL = 1e-12
 def _check_rewards(rewards):
     r = np.asarray(rewards, dtype=np.float64)
     if r.ndim != 2 or r.shape[0] < 1 or r.shape[1] < 2 or not np.all(np.isfinite(r)):
-        raise ValueError(f"rewards must be a finite (K, M) array, K >= 1, M >= 2; got {rewards!r}")
+        raise InputError(f"rewards must be a finite (K, M) array, K >= 1, M >= 2; got {rewards!r}")
     return r
 
 
 def _check_weights(weights, K):
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != (K,):
-        raise ValueError(f"weights must have shape ({K},) (one per group); got {w.shape}")
+        raise InputError(f"weights must have shape ({K},) (one per group); got {w.shape}")
     if not np.all(w > 0) or abs(w.sum() - 1.0) > _WEIGHT_SUM_TOL:  # > 0 also rejects NaN
-        raise ValueError(f"weights must be > 0 and sum to 1 (within 1e-12); got {weights!r}")
+        raise InputError(f"weights must be > 0 and sum to 1 (within 1e-12); got {weights!r}")
     return w
 
 
 def _check_win_probs(P):
     P = np.asarray(P, dtype=np.float64)
     if P.ndim != 2 or P.shape[0] != P.shape[1] or P.shape[0] < 2:
-        raise ValueError(f"P must be a square (M, M) array with M >= 2; got shape {P.shape}")
+        raise InputError(f"P must be a square (M, M) array with M >= 2; got shape {P.shape}")
     off = ~np.eye(P.shape[0], dtype=bool)
     if not np.all((P[off] > 0) & (P[off] < 1)):  # the BT optimum is finite only inside (0, 1)
-        raise ValueError("P must have off-diagonal entries in the open interval (0, 1) (at 0 or "
+        raise InputError("P must have off-diagonal entries in the open interval (0, 1) (at 0 or "
                          "1 the BT optimum is at infinity; σ rounds to 1 for reward gaps > ~37)")
     return P
 
@@ -91,10 +93,10 @@ class BTFit(NamedTuple):
 def _pair_weights(pair_weights, M):
     W = np.ones((M, M)) if pair_weights is None else np.array(pair_weights, dtype=np.float64)
     if W.shape != (M, M) or not np.all(np.isfinite(W) & (W >= 0)):
-        raise ValueError(f"pair_weights must be a finite, >= 0 ({M}, {M}) array")
+        raise InputError(f"pair_weights must be a finite, >= 0 ({M}, {M}) array")
     np.fill_diagonal(W, 0.0)
     if connected_components(W > 0, directed=False)[0] != 1:
-        raise ValueError("pair_weights must connect all items (else the BT optimum is not unique)")
+        raise InputError("pair_weights must connect all items (else the BT optimum is not unique)")
     return W / W.sum()
 
 
@@ -170,7 +172,7 @@ def subgroup_loss(rewards, weights, r):
     w = _check_weights(weights, a.shape[0])
     r = np.asarray(r, dtype=np.float64)
     if r.shape != (a.shape[1],) or not np.all(np.isfinite(r)):
-        raise ValueError(f"r must be a finite ({a.shape[1]},) array; got shape {r.shape}")
+        raise InputError(f"r must be a finite ({a.shape[1]},) array; got shape {r.shape}")
     return float(w @ _offdiag_mean(bernoulli_kl(a, r[:, None] - r[None, :])))
 
 
@@ -216,9 +218,9 @@ def _parse_floats(text, field, sep):
     try:
         values = [float(s) for s in text.split(sep)]
     except ValueError:
-        raise ValueError(f"{field} must be numbers separated by {sep!r}; got {text!r}") from None
+        raise InputError(f"{field} must be numbers separated by {sep!r}; got {text!r}") from None
     if not np.all(np.isfinite(values)):
-        raise ValueError(f"{field} must be finite numbers; got {text!r}")
+        raise InputError(f"{field} must be finite numbers; got {text!r}")
     return values
 
 
@@ -229,17 +231,17 @@ def parse_rewards(text):
         ValueError: naming ``rewards`` (empty, non-numeric, non-finite, ragged, or M < 2).
     """
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"rewards must be a non-empty string 'r11,r12;r21,r22'; got {text!r}")
+        raise InputError(f"rewards must be a non-empty string 'r11,r12;r21,r22'; got {text!r}")
     rows = [_parse_floats(g, "rewards", ",") for g in text.strip().strip(";").split(";")]
     if len({len(row) for row in rows}) != 1:
-        raise ValueError(f"rewards must give every group the same number of items; got {text!r}")
+        raise InputError(f"rewards must give every group the same number of items; got {text!r}")
     return _check_rewards(rows)
 
 
 def parse_weights(text):
     """Parses "w1,w2,..." into a (K,) array (validated against K by the functions using it)."""
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"weights must be a non-empty string 'w1,w2,...'; got {text!r}")
+        raise InputError(f"weights must be a non-empty string 'w1,w2,...'; got {text!r}")
     return np.array(_parse_floats(text.strip(), "weights", ","))
 
 

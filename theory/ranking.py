@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+from dpolab.errors import InputError
+
 #: [CR] replaces a unanimous vote α = 1 by 1 − 0.001 (and α = 0 by 0.001).
 UNANIMOUS = 1e-3
 #: Loss bound of [CR] Prop. 2.6; any bound < ℓ(0) = log 2 ≈ 0.693 would do.
@@ -53,20 +55,20 @@ def _real_scalar(x):
 
 def _check_beta(beta):
     if not _real_scalar(beta) > 0:  # NaN fails
-        raise ValueError(f"beta must be a finite scalar > 0; got {beta!r}")
+        raise InputError(f"beta must be a finite scalar > 0; got {beta!r}")
     return float(beta)
 
 
 def _check_gamma(gamma):
     if math.isnan(_real_scalar(gamma)):
-        raise ValueError(f"gamma must be a finite real scalar; got {gamma!r}")
+        raise InputError(f"gamma must be a finite real scalar; got {gamma!r}")
     return float(gamma)
 
 
 def _check_alpha(alpha):
     a = _f64(alpha)
     if not np.all((a >= 0.0) & (a <= 1.0)):  # also rejects NaN
-        raise ValueError(f"alpha must lie in [0, 1]; got {alpha!r}")
+        raise InputError(f"alpha must lie in [0, 1]; got {alpha!r}")
     return a
 
 
@@ -90,7 +92,7 @@ def clamp_alpha(alpha, *, unanimous=UNANIMOUS):
         [CR] §3 (α ← 1 − 0.001 for unanimous votes).
     """
     if not 0.0 < _real_scalar(unanimous) < 0.5:
-        raise ValueError(f"unanimous must lie in (0, 0.5); got {unanimous!r}")
+        raise InputError(f"unanimous must lie in (0, 0.5); got {unanimous!r}")
     a = _check_alpha(alpha)
     return np.where(a == 1.0, 1.0 - unanimous, np.where(a == 0.0, unanimous, a))
 
@@ -182,7 +184,7 @@ def prop_2_6_holds(log_policy_ratio, log_ref_ratio, *, beta):
     return premise, ranking_correct(log_policy_ratio)
 
 
-# ---- IPO analogue (our convention: loss (z − 1)², z = β(u − R_ref); theory.losses.ipo) -------
+# ---- IPO analogue (our convention: loss (z − 1)², z = β(u − R_ref); dpolab.theory.losses.ipo) -------
 
 def ipo_optimal_log_ratio(log_ref_ratio, alpha, *, beta):
     """Population IPO optimum u* = R_ref + (2α − 1)/β (no clamp: it is finite at α ∈ {0, 1}).

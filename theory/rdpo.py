@@ -21,7 +21,8 @@ import numpy as np
 import scipy.linalg
 import scipy.special
 
-from theory import losses as _losses
+from dpolab.errors import InputError
+from dpolab.theory import losses as _losses
 
 MINIMIZER_LOSSES = ("dpo", "cdpo", "rdpo", "ipo", "ripo")
 SUMMARY_KEYS = ("n", "d", "eps", "beta", "L", "B", "delta", "gamma", "margin_bound",
@@ -34,7 +35,7 @@ def _f64(x):  # the closed forms are float64 numpy whatever the jax precision
 
 def _check(name, value, ok, allowed):
     if not np.all(ok(_f64(value))):  # NaN fails every comparison, so it is rejected too
-        raise ValueError(f"{name} must be {allowed}; got {value!r}")
+        raise InputError(f"{name} must be {allowed}; got {value!r}")
 
 
 def _positive(**fields):
@@ -54,7 +55,7 @@ def _probability(name, p):
 
 
 def validate_eps(eps):
-    """Checks flip rate(s) 0 ≤ ε < 1/2 via :func:`theory.losses.validate_eps`; returns float64.
+    """Checks flip rate(s) 0 ≤ ε < 1/2 via :func:`dpolab.theory.losses.validate_eps`; returns float64.
 
     Raises ValueError naming ``eps``, its value and the range [0, 0.5) (scalars or arrays).
     """
@@ -94,7 +95,7 @@ def population_minimizer(loss, p, *, eps):
       * ``dpo``:  σ(z*) = q (consistent for the *noisy* preference, biased for p);
       * ``cdpo``: σ(z*) = q(1−ε) + (1−q)ε = p + 2ε(1−ε)(1−2p) (biased even further toward 1/2);
       * ``rdpo``: σ(z*) = p (consistent: E_flip ℓ̂_ε = ℓ pointwise);
-      * ``ipo`` with f(z) = (z − 1)² (theory.losses.ipo): q(z−1)² + (1−q)(z+1)² is minimised at
+      * ``ipo`` with f(z) = (z − 1)² (dpolab.theory.losses.ipo): q(z−1)² + (1−q)(z+1)² is minimised at
         z* = 2q − 1 = (1 − 2ε)(2p − 1), the clean target 2p − 1 shrunk by (1 − 2ε);
       * ``ripo`` = debias(ipo): z* = 2p − 1 (the clean target).
     For the logistic losses ``margin`` = logit(prob) (±inf at prob 0 or 1). IPO's margin is not a
@@ -111,7 +112,7 @@ def population_minimizer(loss, p, *, eps):
         [rDPO] (unbiased loss; cDPO comparison); THEORY §2.2.
     """
     if loss not in MINIMIZER_LOSSES:
-        raise ValueError(f"loss must be one of {MINIMIZER_LOSSES}; got {loss!r}")
+        raise InputError(f"loss must be one of {MINIMIZER_LOSSES}; got {loss!r}")
     q = _f64(observed_win_prob(p, eps=eps))
     p = _f64(p)
     if loss in ("ipo", "ripo"):
@@ -140,7 +141,7 @@ def score_variance(p, *, eps, loss="rdpo"):
         [rDPO] (variance of the de-biased gradient); THEORY §2.2.
     """
     if loss not in ("rdpo", "dpo"):
-        raise ValueError(f"loss must be one of ('rdpo', 'dpo'); got {loss!r}")
+        raise InputError(f"loss must be one of ('rdpo', 'dpo'); got {loss!r}")
     q, p = _f64(observed_win_prob(p, eps=eps)), _f64(p)
     if loss == "dpo":
         return (p * (1.0 - p))[()]
@@ -176,7 +177,7 @@ def asymptotic_covariance(X, p, *, eps, beta):
     """
     X = _f64(X)
     if X.ndim != 2 or _f64(p).shape != X.shape[:1]:
-        raise ValueError(f"X must be (n, d) and p (n,); got X {X.shape} and p {_f64(p).shape}")
+        raise InputError(f"X must be (n, d) and p (n,); got X {X.shape} and p {_f64(p).shape}")
     _positive(beta=beta)
     q = _f64(observed_win_prob(p, eps=eps))
     p = _f64(p)
@@ -268,13 +269,13 @@ def coverage_constant(sigma_target, sigma_sft, *, ridge=0.0):
     """
     a, b = _f64(sigma_target), _f64(sigma_sft)
     if a.ndim != 2 or a.shape[0] != a.shape[1] or b.shape != a.shape:
-        raise ValueError(f"sigma_target and sigma_sft must be (d, d) of the same shape; got "
+        raise InputError(f"sigma_target and sigma_sft must be (d, d) of the same shape; got "
                          f"{a.shape} and {b.shape}")
     _check("ridge", ridge, lambda v: v >= 0, ">= 0")
     try:
         return float(scipy.linalg.eigh(a, b + ridge * np.eye(len(b)), eigvals_only=True)[-1])
     except np.linalg.LinAlgError as err:
-        raise ValueError(f"sigma_sft + ridge*I must be positive definite; got ridge={ridge!r}"
+        raise InputError(f"sigma_sft + ridge*I must be positive definite; got ridge={ridge!r}"
                          ) from err
 
 

@@ -8,9 +8,9 @@ statements, following the paper's last-layer experiments (THEORY §1.8).
 Needs the optional extra `llm` (torch, transformers, gguf, accelerate, the model package). Importing
 this package does not import torch: only `load_model` and `extract` do, inside the functions.
 """
-from sims.llm.extract import PROMPT_FORMAT, extract, load_features
-from sims.llm.model import MODEL_NAME, load_model
-from sims.llm.persona import (
+from dpolab.sims.llm.extract import PROMPT_FORMAT, extract, load_features
+from dpolab.sims.llm.model import MODEL_NAME, load_model
+from dpolab.sims.llm.persona import (
     DATA_COMMIT,
     PAPER_PERSONA_SETS,
     PERSONA_DIR_ENV,

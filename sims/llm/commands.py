@@ -6,53 +6,50 @@ from pathlib import Path
 
 import numpy as np
 
-from sims.llm.diagnose import data_model_estimates, embedding_structure
-from sims.llm.extract import load_features
-from sims.llm.train import PAPER_PROTOCOL, PersonaFeatures, per_value_means, train_split
-from sims.provenance import environment, write_atomic
+from dpolab.errors import InputError
+from dpolab.sims.llm.diagnose import data_model_estimates, embedding_structure
+from dpolab.sims.llm.extract import load_features
+from dpolab.sims.llm.train import PAPER_PROTOCOL, PersonaFeatures, per_value_means, train_split
+from dpolab.store import environment, prepare_out, write_atomic, write_manifest
+from dpolab.theory.im_li import tau_1
 
 PROTOCOLS = ("paper", "gd")
 
 
-def _personas(features_dir) -> dict[str, PersonaFeatures]:
+def load_persona_features(features_dir) -> dict[str, PersonaFeatures]:
+    """The personas stored by `dpolab llm extract` in `features_dir`, as training inputs."""
     stored = load_features(features_dir)
     return {n: PersonaFeatures(**{f: a[f] for f in PersonaFeatures._fields}) for n, a in stored.items()}
 
 
-def _fresh(out) -> Path:
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"out={str(out)!r} is not allowed: the directory exists and is not empty")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def run_train(features_dir, out, *, value_sets: dict[int, list[str]], protocol="paper", seeds=3,
-              eta_gd=None):
+              eta_gd=None, force=False):
     """Last-layer training for each value set K (personas by name) and split seed.
 
     protocol "paper": Adam, lr 1e-3, β = 0.01, 100 steps; "gd": gradient descent for the same
     number of steps at η = eta_gd (default: τ_1/100 of the theory, K·log3/(5β²)/100).
     Writes per (K, seed) trajectories as npz (per-sample train/held-out margins and chosen/rejected
     log-probs at every step, the value of each sample, mean curves) and `summary.csv`; returns the
-    summary rows.
+    summary rows. An earlier run in `out` is replaced only with `force`.
     """
     import jax
 
     jax.config.update("jax_enable_x64", True)  # the features are float32; training runs in float64
     if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol={protocol!r} is not allowed: protocol must be one of {PROTOCOLS}")
-    personas = _personas(features_dir)
-    out = _fresh(out)
+        raise InputError(f"protocol={protocol!r} is not allowed: protocol must be one of {PROTOCOLS}")
+    personas = load_persona_features(features_dir)
+    out = Path(out)
+    key = {"features": str(features_dir), "protocol": protocol, "seeds": seeds}
+    manifest = prepare_out(out, "llm-train", force=force, resume=False, key=key, resumable=False)
     rows = []
     for k, names in sorted(value_sets.items()):
         missing = [n for n in names if n not in personas]
         if missing:
-            raise ValueError(f"personas={missing!r} are not in features={str(features_dir)!r}")
+            raise InputError(f"personas={missing!r} are not in features={str(features_dir)!r}")
         feats = [personas[n] for n in names]
         proto = dict(PAPER_PROTOCOL)
         if protocol == "gd":
-            proto.update(optimizer="gd", eta=eta_gd or k * np.log(3) / (5 * proto["beta"] ** 2) / proto["steps"])
+            proto.update(optimizer="gd", eta=eta_gd or tau_1(K=k, beta=proto["beta"]) / proto["steps"])
         for seed in range(seeds):
             traj, train, test = train_split(feats, seed=seed, **proto)
             np.savez(out / f"K{k}_seed{seed}.npz", t=np.asarray(traj.t), loss=np.asarray(traj.loss),
@@ -73,17 +70,18 @@ def run_train(features_dir, out, *, value_sets: dict[int, list[str]], protocol="
     header = list(rows[0])
     write_atomic(out / "summary.csv", "\n".join([",".join(header)] + [
         ",".join(repr(r[h]) if isinstance(r[h], float) else str(r[h]) for h in header) for r in rows]) + "\n")
-    write_atomic(out / "manifest.json", json.dumps(dict(environment(), features=str(features_dir),
-                                                         value_sets=value_sets, protocol=protocol,
-                                                         seeds=seeds, hyperparameters=proto), indent=1))
+    write_manifest(out, dict(manifest, **environment(), value_sets=value_sets, hyperparameters=proto))
     return rows
 
 
-def run_diagnose(features_dir, out) -> dict:
+def run_diagnose(features_dir, out, *, force=False) -> dict:
     """Embedding structure and data-model estimates of every stored persona; writes
-    `diagnose.json` and the cosine matrices (`cosines.npz`)."""
-    personas = _personas(features_dir)
-    out = _fresh(out)
+    `diagnose.json` and the cosine matrices (`cosines.npz`). An earlier run in `out` is replaced
+    only with `force`."""
+    personas = load_persona_features(features_dir)
+    out = Path(out)
+    prepare_out(out, "llm-diagnose", force=force, resume=False, key={"features": str(features_dir)},
+                resumable=False)
     gs = [f.g.astype(np.float64) for f in personas.values()]
     labels = [f.label for f in personas.values()]
     struct, est = embedding_structure(gs, labels), data_model_estimates(gs, labels)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from theory import im_li
+from dpolab.theory import im_li
 
 
 def _cos(a):

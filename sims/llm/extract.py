@@ -8,7 +8,7 @@ it once; at the last token of `question` (its closing quote) we keep
   g            the final hidden state after the model's final RMSNorm (d = 640),
   W_0 g        the reference logits (LM head W_0, tied to the input embedding, no soft-capping),
   ref_lse      log Σ_y exp((W_0 g)_y) over all 262,144 tokens,
-  ref_lse_rest the same sum without " Yes" and " No" (sims.data.Dataset's `ref_lse_rest`: the
+  ref_lse_rest the same sum without " Yes" and " No" (dpolab.sims.data.Dataset's `ref_lse_rest`: the
                part of the partition function that training the Yes/No rows never changes),
   ref_logp_yes / ref_logp_no = (W_0 g)_y − ref_lse,
 
@@ -30,16 +30,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from sims.llm import model as llm_model
-from sims.llm.persona import DATA_COMMIT, DATA_SOURCE, load_persona, resolve_persona_dir, select_personas
-from sims.provenance import write_atomic
+from dpolab.errors import InputError
+from dpolab.sims.llm import model as llm_model
+from dpolab.sims.llm.persona import DATA_COMMIT, DATA_SOURCE, load_persona, resolve_persona_dir, select_personas
+from dpolab.store import write_atomic
 
 FEATURES_FORMAT = 1
 PROMPT_FORMAT = ("<bos>{question}: the persona file's `question` field verbatim, tokenized with the "
@@ -68,7 +68,7 @@ def _check_positive_int(name: str, value, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: {value!r} must be a positive integer" + (" or None" if allow_none else ""))
+        raise InputError(f"{name}: {value!r} must be a positive integer" + (" or None" if allow_none else ""))
 
 
 def last_token_index(attention_mask):
@@ -107,7 +107,7 @@ def final_hidden_states(model, tokenizer, prompts, *, batch_size: int = 16, padd
 
     _check_positive_int("batch_size", batch_size)
     if padding_side not in ("left", "right"):
-        raise ValueError(f"padding_side: {padding_side!r} must be 'left' or 'right'")
+        raise InputError(f"padding_side: {padding_side!r} must be 'left' or 'right'")
     ids = llm_model.answer_token_ids(tokenizer)
     yes, no = ids["yes"], ids["no"]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -209,7 +209,7 @@ def extract(persona_dir, personas, limit, out, *, batch_size: int = 16, cache_di
     names = select_personas(persona_dir, names=personas)
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
-        raise ValueError(f"out: {str(out)!r} exists and is not a directory")
+        raise InputError(f"out: {str(out)!r} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     log = (lambda msg: print(f"dpolab llm: {msg}", file=sys.stderr, flush=True)) if progress else (lambda m: None)
 
@@ -240,7 +240,7 @@ def extract(persona_dir, personas, limit, out, *, batch_size: int = 16, cache_di
     ids = llm_model.answer_token_ids(tokenizer)
     head = model.get_output_embeddings().weight
     head_yes_no = head[[ids["yes"], ids["no"]]].detach().numpy().astype(np.float32)
-    from sims.provenance import environment
+    from dpolab.store import environment
 
     manifest.update({
         "model": llm_model.MODEL_NAME, "quantization": llm_model.QUANTIZATION,
@@ -303,7 +303,8 @@ def format_summary(summary: dict) -> str:
              + (f" (model load {summary['model_load_seconds']:.1f} s)" if summary["model_load_seconds"] else "")
              + f", {summary['reused']} reused; {len(summary['personas'])} persona(s)"]
     for name, entry in summary["personas"].items():
-        lines.append(f"  {name}: {entry['n']} statements, " + ("reused" if entry["reused"] else f"{entry['seconds']:.1f} s"))
+        took = "reused" if entry["reused"] else f"{entry['seconds']:.1f} s"
+        lines.append(f"  {name}: {entry['n']} statements, {took}")
     lines.append(f"features: {Path(summary['out']) / MANIFEST}")
     return "\n".join(lines)
 
@@ -326,7 +327,7 @@ def load_features(out, personas=None) -> dict[str, dict[str, np.ndarray]]:
     out = Path(out).expanduser()
     manifest = _read_manifest(out)
     if not manifest.get("personas"):
-        raise ValueError(f"out: no features in {str(out)!r} (no {MANIFEST} with personas; run extract)")
+        raise InputError(f"out: no features in {str(out)!r} (no {MANIFEST} with personas; run extract)")
     stored = manifest["personas"]
     if personas is None:
         names = list(stored)
@@ -336,11 +337,11 @@ def load_features(out, personas=None) -> dict[str, dict[str, np.ndarray]]:
     result = {}
     for name in names:
         if name not in stored:
-            raise ValueError(f"personas: {name!r} is not stored in {str(out)!r} "
+            raise InputError(f"personas: {name!r} is not stored in {str(out)!r} "
                              f"({len(stored)} stored, e.g. {next(iter(stored))!r})")
         path = out / stored[name]["file"]
         if _sha256_file(path) != stored[name]["npz_sha256"]:
-            raise ValueError(f"out: {str(path)!r} is missing or does not match {MANIFEST}; re-run extract")
+            raise InputError(f"out: {str(path)!r} is missing or does not match {MANIFEST}; re-run extract")
         with np.load(path, allow_pickle=False) as npz:
             result[name] = {k: npz[k] for k in npz.files}
     return result

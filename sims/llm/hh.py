@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sims.provenance import sha256, write_atomic
+from dpolab.errors import InputError
+from dpolab.store import sha256, write_atomic
 
 HH_PATH_ENV = "DPOLAB_HH_PATH"
 LOSSES = ("dpo", "cdpo", "rdpo")
@@ -26,11 +27,11 @@ def resolve_hh_path(path=None) -> Path:
     """The HH-RLHF harmless-base test file: the argument, else `$DPOLAB_HH_PATH`."""
     path = path or os.environ.get(HH_PATH_ENV)
     if not path:
-        raise ValueError(f"hh_path: not given and ${HH_PATH_ENV} is not set (the "
+        raise InputError(f"hh_path: not given and ${HH_PATH_ENV} is not set (the "
                          "harmless-base-test.jsonl.gz of anthropics/hh-rlhf)")
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ValueError(f"hh_path: {str(path)!r} is not a file")
+        raise InputError(f"hh_path: {str(path)!r} is not a file")
     return path
 
 
@@ -49,8 +50,8 @@ def load_pairs(path, limit=None) -> list[tuple[str, str]]:
 def extract_hh(path, limit, out, *, batch_size=8, cache_dir=None, loaded=None) -> Path:
     """Embeds both sides of each pair; stores `hh.npz` (phi_chosen, phi_rejected) + manifest,
     reusing them when the request (data file checksum, limit, model) is unchanged."""
-    from sims.llm.extract import final_hidden_states
-    from sims.llm.model import MODEL_NAME, load_model
+    from dpolab.sims.llm.extract import final_hidden_states
+    from dpolab.sims.llm.model import MODEL_NAME, load_model
 
     source = resolve_hh_path(path)
     out = Path(out)
@@ -86,7 +87,7 @@ def rdpo_on_real(features, *, eps_grid=(0.0, 0.1, 0.2, 0.3, 0.4), seeds=5, train
     import jax
     import jax.numpy as jnp
 
-    from sims import bandit
+    from dpolab.sims import bandit
 
     jax.config.update("jax_enable_x64", True)
     with np.load(features) as data:
@@ -124,7 +125,7 @@ _FITS: dict = {}
 def _fit(spec):
     import jax
 
-    from sims.bandit import make_fit
+    from dpolab.sims.bandit import make_fit
 
     if spec not in _FITS:
         _FITS[spec] = jax.jit(make_fit(spec))

@@ -49,6 +49,19 @@ INSTALL_HINT = ("install the llm extra: pip install torch==2.13.0 (or another CP
                 "[2.4, 2.15)) first, then pip install 'dpolab[llm]'")
 
 
+def real_track_unavailable() -> str | None:
+    """Why the real-embedding track cannot run here (None when it can): the llm extra or the
+    persona data is missing."""
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        return "the llm extra is not installed (pip install -e '.[llm]')"
+    if not os.environ.get("DPOLAB_PERSONA_DIR"):
+        return "$DPOLAB_PERSONA_DIR is not set (the persona/ folder of anthropics/evals)"
+    return None
+
+
 def require_llm_extra() -> None:
     """Raises MissingExtraError, with the install command, unless the `llm` extra is importable."""
     import importlib.util

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dpolab.errors import InputError
+
 PERSONA_DIR_ENV = "DPOLAB_PERSONA_DIR"
 # The anthropics/evals commit of the copy in shared/data (its README); a user's clone may differ,
 # so the manifest also records each file's sha256.
@@ -75,13 +77,13 @@ def resolve_persona_dir(persona_dir: str | os.PathLike | None = None) -> Path:
     if persona_dir is None or str(persona_dir) == "":
         persona_dir = os.environ.get(PERSONA_DIR_ENV) or None
         if persona_dir is None:
-            raise ValueError(f"persona_dir: not given and ${PERSONA_DIR_ENV} is not set (point it at "
+            raise InputError(f"persona_dir: not given and ${PERSONA_DIR_ENV} is not set (point it at "
                              "the persona/ folder of a clone of github.com/anthropics/evals)")
     path = Path(persona_dir).expanduser()
     if not path.is_dir():
-        raise ValueError(f"persona_dir: {str(path)!r} is not a directory")
+        raise InputError(f"persona_dir: {str(path)!r} is not a directory")
     if not any(path.glob("*.jsonl")):
-        raise ValueError(f"persona_dir: {str(path)!r} holds no *.jsonl persona file")
+        raise InputError(f"persona_dir: {str(path)!r} holds no *.jsonl persona file")
     return path
 
 
@@ -99,11 +101,11 @@ def paper_persona_set(k: int, persona_dir: str | os.PathLike | None = None) -> l
         not hold exactly the 135 upstream files (the indices would point elsewhere).
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or int(k) not in PAPER_PERSONA_SETS:
-        raise ValueError(f"k: {k!r} is not one of the paper's value-set sizes "
+        raise InputError(f"k: {k!r} is not one of the paper's value-set sizes "
                          f"{sorted(PAPER_PERSONA_SETS)}")
     names = list_personas(persona_dir)
     if len(names) != N_PERSONAS:
-        raise ValueError(f"persona_dir: the paper's persona sets index the {N_PERSONAS} upstream files, "
+        raise InputError(f"persona_dir: the paper's persona sets index the {N_PERSONAS} upstream files, "
                          f"found {len(names)} *.jsonl files")
     return [names[i] for i in PAPER_PERSONA_SETS[int(k)]]
 
@@ -119,7 +121,7 @@ def select_personas(persona_dir: str | os.PathLike | None = None, *, names=None,
     """
     chosen = sum([names is not None, k is not None, bool(all_personas)])
     if chosen != 1:
-        raise ValueError("personas: give exactly one of a name list, a paper set size k, or all")
+        raise InputError("personas: give exactly one of a name list, a paper set size k, or all")
     available = list_personas(persona_dir)
     if all_personas:
         return available
@@ -129,11 +131,11 @@ def select_personas(persona_dir: str | os.PathLike | None = None, *, names=None,
         names = names.split(",")
     names = [str(n).strip().removesuffix(".jsonl") for n in names if str(n).strip()]
     if not names:
-        raise ValueError("personas: the name list is empty")
+        raise InputError("personas: the name list is empty")
     known = set(available)
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"personas: unknown persona {unknown[0]!r} (not a *.jsonl file in "
+        raise InputError(f"personas: unknown persona {unknown[0]!r} (not a *.jsonl file in "
                          f"persona_dir; {len(available)} available, e.g. {available[0]!r})")
     return list(dict.fromkeys(names))
 
@@ -155,12 +157,12 @@ def load_persona(persona_dir: str | os.PathLike | None, name: str, limit: int | 
     """
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer))
                               or limit < 1):
-        raise ValueError(f"limit: {limit!r} must be a positive integer (statements per persona) or None")
+        raise InputError(f"limit: {limit!r} must be a positive integer (statements per persona) or None")
     path = resolve_persona_dir(persona_dir)
     name = str(name).removesuffix(".jsonl")
     file = path / f"{name}.jsonl"
     if not file.is_file():
-        raise ValueError(f"personas: unknown persona {name!r} (no {file.name} in persona_dir {str(path)!r})")
+        raise InputError(f"personas: unknown persona {name!r} (no {file.name} in persona_dir {str(path)!r})")
     raw = file.read_bytes()
     questions, statements, labels, lines = [], [], [], []
     for lineno, text in enumerate(raw.decode("utf-8").splitlines()):
@@ -173,17 +175,17 @@ def load_persona(persona_dir: str | os.PathLike | None, name: str, limit: int | 
             question, matching = row["question"], row["answer_matching_behavior"]
             not_matching = row["answer_not_matching_behavior"]
         except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"persona_dir: {file.name} line {lineno + 1} is not a persona statement "
+            raise InputError(f"persona_dir: {file.name} line {lineno + 1} is not a persona statement "
                              f"({err.__class__.__name__}: {err})") from err
         if {matching, not_matching} != set(ANSWERS) or not isinstance(question, str) or not question:
-            raise ValueError(f"persona_dir: {file.name} line {lineno + 1}: expected answers "
+            raise InputError(f"persona_dir: {file.name} line {lineno + 1}: expected answers "
                              f"{ANSWERS} and a non-empty question, got {matching!r}/{not_matching!r}")
         questions.append(question)
         statements.append(str(row.get("statement", "")))
         labels.append(1 if matching == " Yes" else -1)
         lines.append(lineno)
     if not questions:
-        raise ValueError(f"persona_dir: {file.name} holds no statement")
+        raise InputError(f"persona_dir: {file.name} holds no statement")
     return Persona(name=name, question=tuple(questions), statement=tuple(statements),
                    label=np.asarray(labels, dtype=np.int8), line=np.asarray(lines, dtype=np.int64),
                    sha256=hashlib.sha256(raw).hexdigest())

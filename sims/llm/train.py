@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sims.config import SimParams, TrainSpec, make_params
-from sims.data import Dataset
-from sims.train import Trajectory, make_trainer
+from dpolab.sims.config import SimParams, TrainSpec, make_params
+from dpolab.sims.data import Dataset
+from dpolab.sims.train import Trajectory, make_trainer
 
 #: The paper's last-layer protocol: Adam, lr 1e-3, β = 0.01, full batch, 100 steps.
 PAPER_PROTOCOL = dict(optimizer="adam", eta=1e-3, beta=0.01, steps=100)

@@ -1,6 +1,6 @@
 """The Ray backend of the sweep engine: one Ray task per chunk, results written by the driver.
 
-Every chunk runs `sims.sweep.compute_chunk` (the local backend's function, with the same keys), so
+Every chunk runs `dpolab.sims.sweep.engine.compute_chunk` (the local backend's function, with the same keys), so
 the stored arrays and summary.csv are bit-identical to `--backend local`. Each task asks Ray for
 one CPU, and its worker process is pinned to one free CPU of its node (`pin_to_one_cpu`, BLAS on
 one thread), so n workers use n cores and never oversubscribe a node. The driver writes each chunk
@@ -21,6 +21,8 @@ import time
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable
+
+from dpolab.errors import InputError
 
 #: Environment of every chunk task: BLAS on one thread, the process pinned to one CPU (XLA's
 #: thread-count flags, `--xla_cpu_multi_thread_eigen=false` and the like, do not limit its CPU
@@ -79,13 +81,13 @@ def pin_to_one_cpu() -> int | None:
 
 
 def compute_chunk_timed(spec_json: dict, points: list[int]) -> tuple[dict, float]:
-    """`sims.sweep.compute_chunk` and its wall time in seconds, measured where it runs.
+    """`dpolab.sims.sweep.engine.compute_chunk` and its wall time in seconds, measured where it runs.
 
     With `DPOLAB_SWEEP_PIN_CPU=1` (set for Ray workers) the process is first pinned to one CPU.
     """
     if os.environ.get("DPOLAB_SWEEP_PIN_CPU") == "1":
         pin_to_one_cpu()
-    from sims.sweep import compute_chunk
+    from dpolab.sims.sweep.engine import compute_chunk
 
     start = time.perf_counter()
     result = compute_chunk(spec_json, points)
@@ -96,7 +98,7 @@ def _check_workers(num_workers):
     if num_workers is None:
         return
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
-        raise ValueError(f"num_workers={num_workers!r} is not allowed: num_workers must be None "
+        raise InputError(f"num_workers={num_workers!r} is not allowed: num_workers must be None "
                          "or an integer >= 1")
 
 
@@ -145,7 +147,7 @@ def run_ray(spec, store, todo: Iterable[int], *, address: str | None = None,
             try:
                 ray.init(address=address, logging_level=logging.ERROR)
             except ConnectionError as err:
-                raise ValueError(f"address={address!r} is not allowed: no Ray cluster answers "
+                raise InputError(f"address={address!r} is not allowed: no Ray cluster answers "
                                  f"there ({err})") from None
         else:
             start_local_ray(num_workers or os.cpu_count() or 1)

@@ -5,18 +5,15 @@ Test risk is measured by Monte Carlo on ≥ 1e5 fresh samples with an exact (Clo
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from scipy import stats
 
-from sims.config import DataSpec, TrainSpec, make_params, theorem_regime
-from sims.registry import CheckResult, register, verdict
-from sims.risk import clopper_pearson, monte_carlo_risk
-from sims.train import run_seeds, seed_key
-from theory import im_li
+from dpolab.checks.result import CheckResult, verdict
+from dpolab.sims.config import DataSpec, TrainSpec, make_params, theorem_regime
+from dpolab.sims.risk import clopper_pearson, monte_carlo_risk
+from dpolab.sims.train import run_seeds, seed_key
+from dpolab.theory import im_li
 
-SUITE = "im-li"
 MC_SAMPLES = 100_000
 
 
@@ -28,7 +25,6 @@ def risk_at_tau1(spec, train, params, seed=0, n_samples=MC_SAMPLES):
                             batch=batch)
 
 
-@register(SUITE, "im-li/thm4.3-risk")
 def theorem_43_risk(quick):
     """Monte-Carlo test risk at τ_1 lies below both the simplified and the refined bound."""
     configs = [(2, 100)] if quick else [(2, 100), (1, 800)]
@@ -68,7 +64,6 @@ def bound_status(lo, hi, bound, n):
     return "below resolution" if bound < clopper_pearson(0, n)[1] else "not certified"
 
 
-@register(SUITE, "im-li/q-star-table")
 def q_star_table(quick):
     """Q*(K) for both bounds; the paper's headline Q*(10) = 880 and growth ≈ 45·log K."""
     Ks = np.array([1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10_000])
@@ -91,7 +86,6 @@ def q_star_table(quick):
         artifacts={"K": Ks, "q_star_simplified": simple, "q_star_refined": refined})
 
 
-@register(SUITE, "im-li/union-bound-k-dependence")
 def union_bound_finding(quick):
     """In the theorem's regime measured risk shows no K-dependence; the bound's K is a union bound."""
     Ks = (1, 4) if quick else (1, 2, 4, 8, 16)
@@ -114,7 +108,6 @@ def union_bound_finding(quick):
                                       "risk_upper": np.asarray(uppers), "bound_refined": np.asarray(bounds)})
 
 
-@register(SUITE, "im-li/shared-token-risk")
 def shared_token_finding(quick):
     """With one Yes/No pair for all values (the paper's experiments) test error grows with K."""
     Ks = (1, 8) if quick else (1, 2, 4, 8, 16)
@@ -122,7 +115,7 @@ def shared_token_finding(quick):
     out = {"shared": [], "distinct": []}
     for tokens in out:
         for K in Ks:
-            spec = DataSpec(K=K, Q=Q, d=5 * Q, n_test=1,
+            spec = DataSpec(K=K, Q=Q, d=im_li.default_d(Q), n_test=1,
                             tokens="yes_no" if tokens == "shared" else "distinct")
             steps = 40
             params = make_params(beta=1.0, eta=im_li.tau_1(K=K, beta=1.0) / steps, v=v)
@@ -147,7 +140,6 @@ def shared_token_finding(quick):
                    "rough_prediction": rough})
 
 
-@register(SUITE, "im-li/probability-statement")
 def probability_finding(quick):
     """The stated success probability is vacuous (≤ 0) for every practical Q, even ignoring c."""
     Qs = np.unique(np.round(np.logspace(np.log10(40), 6, 400)).astype(int))
@@ -166,3 +158,13 @@ def probability_finding(quick):
         predicted="non-computable: c is never given", measured={"first Q (K=1) where the c-free "
         "upper value is > 0": first, "value at Q=1000": float(im_li.probability_statement_upper_value(K=1, Q=1000))},
         tolerance="—", why=im_li.probability_statement_note(), verdict="finding")
+
+
+#: {check id: fn(quick) -> CheckResult | list[CheckResult]}, in run order.
+CHECKS = {
+    "im-li/thm4.3-risk": theorem_43_risk,
+    "im-li/q-star-table": q_star_table,
+    "im-li/union-bound-k-dependence": union_bound_finding,
+    "im-li/shared-token-risk": shared_token_finding,
+    "im-li/probability-statement": probability_finding,
+}

@@ -5,10 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sims.registry import CheckResult, register, verdict
-from theory import losses, ranking, rdpo
+from dpolab.checks.result import CheckResult, verdict
+from dpolab.theory import losses, ranking, rdpo
 
-SUITE = "ranking"
 DRAWS = 1_000_000
 
 
@@ -22,7 +21,6 @@ def _draws(seed, n=DRAWS):
     return rng.normal(0, 3, n), rng.normal(0, 3, n)
 
 
-@register(SUITE, "ranking/thm3.1-optimum")
 def optimum(quick):
     """The KL-regularised optimum's log-ratio is log-ref-ratio + (1/β)·log(α/(1−α))."""
     rng = np.random.default_rng(0)
@@ -44,7 +42,6 @@ def optimum(quick):
         why="float64; log-ratios up to ~|r|/β ≈ 100 carry ~1e-13 rounding", verdict=verdict(worst <= 1e-10))
 
 
-@register(SUITE, "ranking/thm4.1-equivalence")
 def threshold_equivalence(quick):
     """R = 1 ⟺ L ≤ −log σ(βγc) on 10⁶ random (u, R_ref, β, γ); Prop. 2.6; the IPO analogue."""
     u_all, r_all = _draws(1)
@@ -76,11 +73,10 @@ def threshold_equivalence(quick):
 
 
 def _softplus_loss(u, r_ref, beta, gamma):
-    """ℓ(β(u − γR_ref)) by theory.losses (an independent path from theory.ranking)."""
+    """ℓ(β(u − γR_ref)) by dpolab.theory.losses (an independent path from dpolab.theory.ranking)."""
     return np.asarray(losses.logistic_loss(jnp.asarray(beta * (u - gamma * r_ref))))
 
 
-@register(SUITE, "ranking/soft-label-fit")
 def soft_label_fit(quick):
     """A tabular DPO fit with soft labels α reaches the idealized ranking accuracy."""
     rng = np.random.default_rng(2)
@@ -111,3 +107,11 @@ def soft_label_fit(quick):
         tolerance=f"≤ {1 / n:g} (one pair at an exact tie)", why=f"{n} pairs, β = {beta}: Newton "
         "converges to the optimum to machine precision; the reference model is shown for contrast",
         verdict=verdict(gap <= 1 / n))
+
+
+#: {check id: fn(quick) -> CheckResult | list[CheckResult]}, in run order.
+CHECKS = {
+    "ranking/thm3.1-optimum": optimum,
+    "ranking/thm4.1-equivalence": threshold_equivalence,
+    "ranking/soft-label-fit": soft_label_fit,
+}

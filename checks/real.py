@@ -9,36 +9,22 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 
 import numpy as np
 from scipy import stats
 
-from sims.registry import CheckResult, register, verdict
+from dpolab.checks.result import CheckResult, verdict
 
-SUITE = "real"
 Z999 = stats.norm.ppf(0.9995)
-
-
-def unavailable() -> str | None:
-    """Why the suite cannot run here (None when it can)."""
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError:
-        return "the llm extra is not installed (pip install -e '.[llm]')"
-    if not os.environ.get("DPOLAB_PERSONA_DIR"):
-        return "$DPOLAB_PERSONA_DIR is not set (the persona/ folder of anthropics/evals)"
-    return None
 
 
 @functools.lru_cache(maxsize=2)
 def features(quick: bool):
     """{K: [PersonaFeatures]} for the paper's persona sets (quick: K ∈ {1, 2}, 60 statements)."""
-    from sims.llm.extract import extract, load_features
-    from sims.llm.model import cache_root
-    from sims.llm.persona import paper_persona_set
-    from sims.llm.train import PersonaFeatures
+    from dpolab.sims.llm.extract import extract, load_features
+    from dpolab.sims.llm.model import cache_root
+    from dpolab.sims.llm.persona import paper_persona_set
+    from dpolab.sims.llm.train import PersonaFeatures
 
     ks, limit = ((1, 2), 60) if quick else ((1, 2, 4, 8), 200)
     sets = {k: paper_persona_set(k) for k in ks}
@@ -50,14 +36,13 @@ def features(quick: bool):
     return {k: [pf[n] for n in s] for k, s in sets.items()}
 
 
-@register(SUITE, "real/exact-logprobs")
 def exact_logprobs(quick):
     """The trainer's log-probs at W = W_0 reproduce the model's own Yes/No log-probs."""
     import jax
 
-    from sims.config import TrainSpec, make_params
-    from sims.llm.train import to_dataset
-    from sims.train import make_trainer
+    from dpolab.sims.config import TrainSpec, make_params
+    from dpolab.sims.llm.train import to_dataset
+    from dpolab.sims.train import make_trainer
 
     feats = features(quick)[max(features(quick))]
     data = to_dataset(feats, [np.arange(len(f.label)) for f in feats])
@@ -78,7 +63,7 @@ def exact_logprobs(quick):
 
 def _protocol_runs(quick, optimizer="adam"):
     """Mean train/test margins at the end of the paper's protocol, per K and split seed."""
-    from sims.llm.train import PAPER_PROTOCOL, train_split
+    from dpolab.sims.llm.train import PAPER_PROTOCOL, train_split
 
     seeds = 3 if quick else 5
     proto = dict(PAPER_PROTOCOL, optimizer=optimizer)
@@ -93,7 +78,6 @@ def _protocol_runs(quick, optimizer="adam"):
     return out
 
 
-@register(SUITE, "real/k-ordering")
 def k_ordering(quick):
     """At a fixed step count the mean training margin falls with K (time scale β²t/(Kτ))."""
     runs = _protocol_runs(quick)
@@ -112,7 +96,6 @@ def k_ordering(quick):
         "tokens leave it, so a violation is a finding", verdict="pass" if decreasing else "finding")
 
 
-@register(SUITE, "real/test-tracks-train")
 def test_tracks_train(quick):
     """Held-out margins vs training margins on real embeddings (the theory predicts equal means)."""
     runs = _protocol_runs(quick)
@@ -132,10 +115,9 @@ def test_tracks_train(quick):
         verdict="pass" if tracked else "finding")
 
 
-@register(SUITE, "real/data-model")
 def data_model(quick):
     """Embedding structure and the theorem's conditions measured on real hidden states."""
-    from sims.llm.diagnose import data_model_estimates, embedding_structure
+    from dpolab.sims.llm.diagnose import data_model_estimates, embedding_structure
 
     feats = list({id(f): f for group in features(quick).values() for f in group}.values())
     gs, labels = [f.g.astype(np.float64) for f in feats], [f.label for f in feats]
@@ -155,3 +137,12 @@ def data_model(quick):
         tolerance="—", why=f"finding: measured on {len(feats)} personas (units: mean ‖c_k‖ = 1 for the "
         "conditions; unit norm on average for the paper's statistics); the model is Gemma-3-270M "
         "Q4_K_M, not the paper's", verdict="finding")
+
+
+#: {check id: fn(quick) -> CheckResult | list[CheckResult]}, in run order.
+CHECKS = {
+    "real/exact-logprobs": exact_logprobs,
+    "real/k-ordering": k_ordering,
+    "real/test-tracks-train": test_tracks_train,
+    "real/data-model": data_model,
+}

@@ -9,28 +9,26 @@ with
     settings(ctx) -> dict (optional)   anything else the stored numbers depend on (a data file ...)
 and, for audit questions, `report(data) -> str` (a markdown section built from the stored numbers).
 
-Store: `OUT/<NAME>/data.npz` (no pickle), then `OUT/<NAME>/data.json` (the settings it was computed
-with and the npz's sha256), written last and atomically: an item counts as computed only when both
-are whole, so an interrupted run resumes at the first unfinished item (`--resume`), and an item's
-own sweeps resume chunk by chunk. Rendering is cheap and always redone from the stored numbers.
+Store: each item's numbers are one record of `dpolab.store` (`OUT/<NAME>/data.npz`, then
+`data.json` with the settings they were computed with and the npz's sha256, written last): an item
+counts as computed only when both are whole, so an interrupted run resumes at the first unfinished
+item (`--resume`), and an item's own sweeps resume chunk by chunk. The folder follows
+`dpolab.store.prepare_out`. Rendering is cheap and always redone from the stored numbers.
 A part that needs what this machine lacks (the `llm` extra, the persona data) raises `Unavailable`
 and the item is recorded as skipped with the reason; nothing is faked.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import io
-import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from sims.provenance import environment, sha256, write_atomic
+from dpolab.errors import InputError
+from dpolab.store import environment, load_record, prepare_out, save_record, write_manifest
 
 
 class Unavailable(Exception):
@@ -51,11 +49,11 @@ class Context:
 
     def real_unavailable(self) -> str | None:
         """Why the real-embedding track cannot run here (missing extra or persona data), or None."""
-        from sims.checks_real import unavailable
+        from dpolab.sims.llm.model import real_track_unavailable
 
         if self.persona_dir is not None:
             os.environ.setdefault("DPOLAB_PERSONA_DIR", str(self.persona_dir))
-        return unavailable()
+        return real_track_unavailable()
 
     def require_real(self) -> None:
         """Raises `Unavailable` with the reason when the real-embedding track cannot run here."""
@@ -68,34 +66,25 @@ class Context:
 
         Hidden states are extracted once into `OUT/_features` (shared by every item of the run,
         reused by later runs while the data and limit are unchanged)."""
-        from sims.llm.commands import _personas
-        from sims.llm.extract import extract
+        from dpolab.sims.llm.commands import load_persona_features
+        from dpolab.sims.llm.extract import extract
 
         self.require_real()
         store = self.out / "_features" / f"limit{limit}"
         extract(self.persona_dir, list(names), limit, store, cache_dir=self.cache_dir, progress=False)
-        stored = _personas(store)
+        stored = load_persona_features(store)
         return {n: stored[n] for n in names}
 
     def sweep(self, name: str, spec: dict) -> dict[str, np.ndarray]:
-        """Runs (or resumes) a sweep of the sweep engine into `dir/sweeps/<name>`; returns the
-        columns of its summary.csv (see `sims.sweep.read_summary`)."""
-        from sims.sweep import read_summary, run_spec
-        from sims.sweep_spec import parse_spec
+        """Runs (or resumes) a sweep of the sweep engine into `dir/sweeps/<name>`; returns its
+        summary as arrays (`dpolab.sims.sweep.engine.SweepResult.columns`)."""
+        from dpolab.sims.sweep.run import run_spec
+        from dpolab.sims.sweep.spec import parse_spec
 
         out = self.dir / "sweeps" / name
         parsed = parse_spec(spec)
         resume = out.exists() and any(out.iterdir())
-        return read_summary(run_spec(parsed, out, resume=resume, quiet=True))
-
-
-def load_items(package: str, names: tuple[str, ...]) -> dict:
-    """{NAME: module} for the item modules `package.<name>` in order."""
-    items = {}
-    for name in names:
-        module = importlib.import_module(f"{package}.{name}")
-        items[module.NAME] = module
-    return items
+        return run_spec(parsed, out, resume=resume, quiet=True).columns
 
 
 def select(items: dict, only: str | None) -> list[str]:
@@ -105,55 +94,8 @@ def select(items: dict, only: str | None) -> list[str]:
     wanted = [w.strip() for w in only.split(",") if w.strip()]
     unknown = [w for w in wanted if w not in items]
     if unknown or not wanted:
-        raise ValueError(f"only={only!r} is not allowed: only must name items from {tuple(items)}")
+        raise InputError(f"only={only!r} is not allowed: only must name items from {tuple(items)}")
     return [n for n in items if n in wanted]
-
-
-def prepare(out: Path, kind: str, *, quick: bool, force: bool, resume: bool) -> dict:
-    """Creates `out` (refusing to overwrite anything that is not an earlier run of this kind) and
-    returns the manifest to continue."""
-    manifest_path = out / "manifest.json"
-    old = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
-    if out.exists() and any(out.iterdir()):
-        if old is None or old.get("kind") != kind:
-            raise ValueError(f"out={str(out)!r} is not allowed: it exists, is not empty and is not "
-                             f"a dpolab {kind} directory; choose another --out")
-        if force:
-            shutil.rmtree(out)
-            old = None
-        elif not resume:
-            raise ValueError(f"out={str(out)!r} is not allowed: it holds an earlier {kind} run "
-                             "(--resume finishes it, --force replaces it)")
-        elif old.get("quick") != quick:
-            raise ValueError(f"quick={quick} is not allowed with --resume here: {out} holds a run "
-                             f"with quick={old.get('quick')}")
-    elif resume:
-        raise ValueError(f"out={str(out)!r} is not allowed with --resume: nothing to resume there")
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = old or {"kind": kind, "quick": quick, "items": {}}
-    write_atomic(manifest_path, json.dumps(manifest, indent=1))
-    return manifest
-
-
-def _stored(item_dir: Path, settings: dict) -> dict | None:
-    meta, arrays = item_dir / "data.json", item_dir / "data.npz"
-    if not meta.exists() or not arrays.exists():
-        return None
-    info = json.loads(meta.read_text())
-    if info.get("settings") != settings or info.get("sha256") != sha256(arrays.read_bytes()):
-        return None
-    with np.load(arrays, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
-def _store(item_dir: Path, settings: dict, data: dict) -> dict:
-    buf = io.BytesIO()
-    arrays = {k: np.asarray(v) for k, v in data.items()}
-    np.savez(buf, **arrays)
-    raw = buf.getvalue()
-    write_atomic(item_dir / "data.npz", raw)
-    write_atomic(item_dir / "data.json", json.dumps({"settings": settings, "sha256": sha256(raw)}))
-    return arrays
 
 
 def run_items(kind: str, items: dict, *, out, quick=False, only=None, force=False, resume=False,
@@ -169,7 +111,9 @@ def run_items(kind: str, items: dict, *, out, quick=False, only=None, force=Fals
     jax.config.update("jax_enable_x64", True)
     names = select(items, only)
     out = Path(out)
-    manifest = prepare(out, kind, quick=quick, force=force, resume=resume)
+    manifest = prepare_out(out, kind, force=force, resume=resume, key={"quick": quick})
+    manifest.setdefault("quick", quick)
+    manifest.setdefault("items", {})
     start = time.perf_counter()
     for name in names:
         module = items[name]
@@ -180,25 +124,26 @@ def run_items(kind: str, items: dict, *, out, quick=False, only=None, force=Fals
         settings = {"quick": quick, "real": ctx.real_unavailable() is None}
         if hasattr(module, "settings"):  # what else the item's numbers depend on (e.g. a data file)
             settings |= module.settings(ctx)
-        data = _stored(ctx.dir, settings)
+        stored = load_record(ctx.dir, "data", expect={"settings": settings})
+        data = stored[0] if stored else None
         t0 = time.perf_counter()
         entry = {"title": module.TITLE}
         if data is None:
             if progress:
                 progress(name)
             try:
-                data = _store(ctx.dir, settings, module.compute(ctx))
+                data = save_record(ctx.dir, "data", module.compute(ctx), {"settings": settings})
             except Unavailable as why:
                 manifest["items"][name] = entry | {"status": "skipped", "reason": str(why), "files": []}
-                write_atomic(out / "manifest.json", json.dumps(manifest, indent=1))
+                write_manifest(out, manifest)
                 continue
         files = module.render(data, ctx)
         entry |= {"status": "done", "reason": None, "seconds": round(time.perf_counter() - t0, 1),
                   "files": sorted(str(Path(f).relative_to(out)) for f in files)}
         manifest["items"][name] = entry
-        write_atomic(out / "manifest.json", json.dumps(manifest, indent=1))
+        write_manifest(out, manifest)
     manifest.update(environment(), wall_s=round(time.perf_counter() - start, 1))
-    write_atomic(out / "manifest.json", json.dumps(manifest, indent=1))
+    write_manifest(out, manifest)
     return manifest, out
 
 

@@ -1,15 +1,13 @@
-"""The audit's answers as registry entries (suite `audit`): each question's quick-size experiment,
-reported as a finding (or a check where the question has a pass/fail criterion).
-
-Imported by `dpolab.verify` (the registry never imports upward into this package).
-"""
+"""The audit's answers as checks (suite `audit`): each question's quick-size experiment, reported
+as a finding (or a check where the question has a pass/fail criterion)."""
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
-from sims.experiments import Context, Unavailable
-from sims.registry import CheckResult, register
+from dpolab.audit import items
+from dpolab.checks.result import CheckResult
+from dpolab.items import Context, Unavailable
 
 
 def _question_check(name, module):
@@ -28,14 +26,8 @@ def _question_check(name, module):
         result.artifacts = {k: v for k, v in data.items() if v.dtype.kind in "biuf"}
         return result
 
-    register("audit", f"audit/{name}")(check)
+    return check
 
 
-def _register_all():
-    from audit import items
-
-    for name, module in items().items():
-        _question_check(name, module)
-
-
-_register_all()
+#: {check id: fn(quick)}: one check per audit question, in question order.
+CHECKS = {f"audit/{name}": _question_check(name, module) for name, module in items().items()}

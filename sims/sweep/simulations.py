@@ -9,18 +9,18 @@ stop a sweep.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sims import bandit
-from sims.config import DataSpec, SimParams, TrainSpec, make_params
-from sims.data import low_rank_spectrum, sample_dataset
-from sims.train import make_trainer
-from theory import im_li, rdpo
+from dpolab.errors import InputError
+from dpolab.sims import bandit
+from dpolab.sims.config import DataSpec, SimParams, TrainSpec, make_params
+from dpolab.sims.data import low_rank_spectrum, sample_dataset
+from dpolab.sims.train import make_trainer
+from dpolab.theory import im_li, rdpo
 
 #: Trace counter per simulation (a test checks a sweep compiles once per static signature).
 TRACES: dict[str, int] = {}
@@ -62,16 +62,16 @@ IM_LI_PARAMS = {
 """K values are trained; `unseen` more values (own concept directions; their own new tokens when
 tokens="distinct", the shared pair when "yes_no") appear only in the test set. `q_last`: Q of the
 last trained value (default Q: balanced). `noise_rank` > 0: anisotropic noise, a rank-`noise_rank`
-spike carrying `noise_share` of the variance (`sims.data.low_rank_spectrum`). `checkpoints`: how
+spike carrying `noise_share` of the variance (`dpolab.sims.data.low_rank_spectrum`). `checkpoints`: how
 many equal intervals of the run are recorded (the sandwich metric uses them). η defaults to
 t_mult·τ_1/steps (the run ends at t_mult·τ_1)."""
 
 
 def _im_li_static(p):
-    K, d = p["K"], p["d"] or 5 * p["Q"]
+    K, d = p["K"], p["d"] or im_li.default_d(p["Q"])
     total = K + p["unseen"]
     if p["unseen"] < 0:
-        raise ValueError(f"unseen={p['unseen']!r} is not allowed: unseen must be an integer >= 0")
+        raise InputError(f"unseen={p['unseen']!r} is not allowed: unseen must be an integer >= 0")
     spectrum = None
     if p["noise_rank"]:
         spectrum = low_rank_spectrum(d, p["noise_rank"], p["noise_share"])
@@ -80,7 +80,7 @@ def _im_li_static(p):
                     vocab=p["vocab"], noise_spectrum=spectrum)
     steps = max(p["steps"], 1)
     if p["checkpoints"] < 1 or steps % p["checkpoints"]:
-        raise ValueError(f"checkpoints={p['checkpoints']!r} is not allowed: checkpoints must be a "
+        raise InputError(f"checkpoints={p['checkpoints']!r} is not allowed: checkpoints must be a "
                          f"positive divisor of steps={steps}")
     train = TrainSpec(loss=p["loss"], optimizer=p["optimizer"], steps=p["steps"],
                       stride=steps // p["checkpoints"])
@@ -90,12 +90,12 @@ def _im_li_static(p):
 def _im_li_dynamic(p):
     tau_1 = im_li.tau_1(K=p["K"], beta=p["beta"])
     eta = p["eta"] if p["eta"] is not None else p["t_mult"] * tau_1 / max(p["steps"], 1)
-    v = p["v"] if p["v"] is not None else 1 / (32 * math.sqrt(p["Q"]))
+    v = p["v"] if p["v"] is not None else im_li.default_v(p["Q"])
     params = make_params(beta=p["beta"], eta=eta, v=v, lb=p["lb"], eps=p["eps"], delta=p["delta"],
                          concept_cos=p["concept_cos"], flip=p["flip"])
-    d = p["d"] or 5 * p["Q"]
+    d = p["d"] or im_li.default_d(p["Q"])
     if p["concept_cos"] > 0 and d < p["K"] + p["unseen"] + 2:
-        raise ValueError(f"concept_cos={p['concept_cos']!r} is not allowed with d={d}: a shared "
+        raise InputError(f"concept_cos={p['concept_cos']!r} is not allowed with d={d}: a shared "
                          "concept direction needs d >= K + unseen + 2")
     return {k: float(getattr(params, k)) for k in _IM_LI_DYNAMIC} | {"tau_1": tau_1}
 
@@ -135,7 +135,7 @@ def _im_li_batch(static):
         sandwich = jnp.mean(jnp.all(inside | ~checked, axis=0))
         unseen = ~seen
         return {"margin_mean": jnp.mean(final), "margin_min": jnp.min(final),
-                "margin_max": jnp.max(final), "in_window": jnp.mean((final >= 0) & (final <= LOG3)),
+                "margin_max": jnp.max(final), "in_window": jnp.mean((final >= 0) & (final <= im_li.LOG3)),
                 "margin_mean_last": _value_means(final, data.value, spec.K)[K - 1],
                 "test_risk": jnp.sum((test_r <= 0) & seen) / n_seen,
                 "test_risk_worst": jnp.max(jnp.where(seen_mask, risk_by_value, -jnp.inf)),
@@ -148,9 +148,6 @@ def _im_li_batch(static):
                 "nonfinite": traj.nonfinite[0] >= 0}
 
     return jax.vmap(jax.vmap(one, in_axes=(0, None)), in_axes=(0, 0))
-
-
-LOG3 = math.log(3.0)
 
 
 def _sim_params(dyn):
@@ -167,8 +164,8 @@ def _im_li_resolved(p):
 
 
 def _im_li_bounds(p):
-    d = p["d"] or 5 * p["Q"]
-    v = p["v"] if p["v"] is not None else 1 / (32 * math.sqrt(p["Q"]))
+    d = p["d"] or im_li.default_d(p["Q"])
+    v = p["v"] if p["v"] is not None else im_li.default_v(p["Q"])
     Z = {"distinct": 1, "yes_no": p["K"]}.get(p["tokens"], min(p["Z"], p["K"]))
     return {"tau_1": im_li.tau_1(K=p["K"], beta=p["beta"]),
             "bound_simplified": float(im_li.bound_simplified(K=p["K"], Q=p["Q"])),

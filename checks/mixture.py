@@ -4,11 +4,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import optimize, stats
 
-from sims.preference_mixture import fit_from_counts, sample_counts
-from sims.registry import CheckResult, register, verdict
-from theory import mixture
-
-SUITE = "mixture"
+from dpolab.checks.result import CheckResult, verdict
+from dpolab.sims.preference_mixture import fit_from_counts, sample_counts
+from dpolab.theory import mixture
 
 
 def _scipy_irreducible(rewards, weights):
@@ -26,7 +24,6 @@ def _scipy_irreducible(rewards, weights):
     return optimize.minimize(objective, np.zeros(M - 1), method="BFGS", options={"gtol": 1e-12}).fun
 
 
-@register(SUITE, "mixture/irreducible-kl")
 def irreducible(quick):
     """E_irr of the worked examples: exact fit vs BFGS; 0 for identical groups; Condorcet closed form."""
     ex = mixture.WORKED_EXAMPLES
@@ -58,7 +55,6 @@ def _sig(x):
     return 1 / (1 + np.exp(-x))
 
 
-@register(SUITE, "mixture/centroid-collapse")
 def centroid_collapse(quick):
     """Exactly opposite groups: P ≡ 1/2, E_irr = 0 and the single model is constant."""
     ex = _args(mixture.WORKED_EXAMPLES["opposite_groups"])
@@ -91,7 +87,6 @@ def _losses(example, n, seeds, rng_seed=0):
     return np.array(single), np.array(multi)
 
 
-@register(SUITE, "mixture/subgroup-bound")
 def subgroup_bound(quick):
     """Every fitted single model's subgroup loss is ≥ 2·E Var_k(a_k); the mixture fit's → 0."""
     ex = mixture.WORKED_EXAMPLES["four_items"]
@@ -120,3 +115,11 @@ def subgroup_bound(quick):
         verdict=verdict(ok),
         artifacts={"n": np.asarray(ns, float), "single": np.array([s.mean() for s in single]),
                    "mixture": np.array([m.mean() for m in multi]), "bound": np.array([bound])})
+
+
+#: {check id: fn(quick) -> CheckResult | list[CheckResult]}, in run order.
+CHECKS = {
+    "mixture/irreducible-kl": irreducible,
+    "mixture/centroid-collapse": centroid_collapse,
+    "mixture/subgroup-bound": subgroup_bound,
+}

@@ -21,10 +21,12 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import tomllib
 from pathlib import Path
 
-from sims.sweep_sims import SIMULATIONS
+import tomllib
+
+from dpolab.errors import InputError
+from dpolab.sims.sweep.simulations import SIMULATIONS
 
 SWEEP_KEYS = {"simulation": str, "seeds": int, "chunk_size": int, "precision": str, "root_seed": int}
 PRECISIONS = ("float64", "float32")
@@ -65,7 +67,7 @@ class SweepSpec:
 
 
 def _bad(key, value, allowed):
-    raise ValueError(f"{key}={value!r} is not allowed: {key} must be {allowed}")
+    raise InputError(f"{key}={value!r} is not allowed: {key} must be {allowed}")
 
 
 def _typed(key, value, kind):
@@ -124,7 +126,7 @@ def parse_spec(data: dict) -> SweepSpec:
             sim.dynamic(point)
         except ValueError as err:
             where = {k: point[k] for k, _ in spec.grid}
-            raise ValueError(f"{err} (at grid point {where})") from None
+            raise InputError(f"{err} (at grid point {where})") from None
     return spec
 
 
@@ -133,7 +135,7 @@ def load_spec(path) -> SweepSpec:
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"spec={str(path)!r} is not allowed: the file does not exist") from None
+        raise InputError(f"spec={str(path)!r} is not allowed: the file does not exist") from None
     except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"spec={str(path)!r} is not allowed: not valid TOML ({err})") from None
+        raise InputError(f"spec={str(path)!r} is not allowed: not valid TOML ({err})") from None
     return parse_spec(data)

@@ -13,12 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from sims.bandit import (BanditSpec, PreferenceData, make_bandit_params, make_fit, make_instance,
-                         run_bandit)
-from sims.registry import CheckResult, register, verdict
-from theory import losses, rdpo
+from dpolab.checks.result import CheckResult, verdict
+from dpolab.sims.bandit import BanditSpec, PreferenceData, make_bandit_params, make_fit, make_instance, run_bandit
+from dpolab.theory import losses, rdpo
 
-SUITE = "rdpo"
 POINTWISE = 1e-12
 EPS_GRID = (0.0, 0.1, 0.25, 0.4, 0.49)
 
@@ -40,7 +38,6 @@ def slope(x, y):
     return float(fit.slope), float(fit.stderr)
 
 
-@register(SUITE, "rdpo/identities")
 def identities(quick):
     """Unbiasedness, cDPO's bias, the gradient weights and equal curvature, pointwise."""
     z = jnp.linspace(-50.0, 50.0, 4001)
@@ -59,11 +56,11 @@ def identities(quick):
         base = {"ipo": losses.ipo, "slic": losses.slic}
         deb = max(rel((1 - eps) * losses.debias(f, z, eps) + eps * losses.debias(f, -z, eps) - f(z),
                       f, eps) for f in base.values())
-        grads = {name: jax.vmap(jax.grad(lambda t, n=name: losses.get_loss(n).value(t, eps)))(z)
+        grads = {name: jax.vmap(jax.grad(lambda t, n=name, e=eps: losses.get_loss(n).value(t, e)))(z)
                  for name in ("dpo", "cdpo", "rdpo")}
         expected = {"dpo": jax.nn.sigmoid(-z), "cdpo": jax.nn.sigmoid(-z) - eps,
                     "rdpo": jax.nn.sigmoid(-z) + eps / (1 - 2 * eps)}
-        curv = {name: jax.vmap(jax.grad(jax.grad(lambda t, n=name: losses.get_loss(n).value(t, eps))))(z)
+        curv = {name: jax.vmap(jax.grad(jax.grad(lambda t, n=name, e=eps: losses.get_loss(n).value(t, e))))(z)
                 for name in ("dpo", "cdpo", "rdpo")}
         sig = jax.nn.sigmoid(z) * jax.nn.sigmoid(-z)
         worst["unbiased"] = max(worst["unbiased"], unb)
@@ -84,7 +81,6 @@ def identities(quick):
             "rounding error they inherit", verdict=verdict(ok))
 
 
-@register(SUITE, "rdpo/unbiased-monte-carlo")
 def unbiased_monte_carlo(quick):
     """On a fixed dataset, rDPO's loss and gradient averaged over flip draws equal clean DPO's."""
     draws = 4000 if quick else 20000
@@ -123,7 +119,6 @@ def unbiased_monte_carlo(quick):
         "for contrast (it is biased, so its z-scores are large)", verdict=verdict(ok))
 
 
-@register(SUITE, "rdpo/unboundedness")
 def unboundedness(quick):
     """A separable finite dataset: rDPO diverges unconstrained and stops on the ball if projected."""
     spec = BanditSpec(n=3, d=2, loss="rdpo", steps=2000)
@@ -158,7 +153,6 @@ def _saturated(key, q, n_per_type):
                           state=types)
 
 
-@register(SUITE, "rdpo/population-minimizers")
 def population_minimizers(quick):
     """At large n each loss reaches its population minimiser (implied probabilities, ±0.01)."""
     p, eps, n_per = np.array([0.6, 0.75, 0.9]), 0.2, (100_000 if quick else 400_000)
@@ -199,7 +193,6 @@ def _errors(spec, params, seeds, n_active=None, instance=None):
     return sigma_norm_error(fits, data, inst.theta_star(params.beta), n), fits, data, inst
 
 
-@register(SUITE, "rdpo/rate-n")
 def rate_in_n(quick):
     """rDPO's error decays as n^{-1/2}; DPO's stops at its bias (plateau)."""
     ns = (1000, 4000, 16000) if quick else (1000, 2000, 4000, 8000, 16000, 32000)
@@ -226,7 +219,6 @@ def rate_in_n(quick):
                    "error_dpo": np.asarray(means_d)})
 
 
-@register(SUITE, "rdpo/rate-d")
 def rate_in_d(quick):
     """The squared error grows linearly in d (error ∝ √d) in the weak-preference regime."""
     ds = (2, 4, 8) if quick else (2, 4, 8, 16)
@@ -254,7 +246,6 @@ def _noise_sweep(quick):
     return eps_grid, seeds, [_errors(spec, _rate_params(e, 0.2), seeds)[0] for e in eps_grid]
 
 
-@register(SUITE, "rdpo/noise-factor")
 def noise_factor(quick):
     """Weak preferences: the rDPO error grows by exactly 1/(1−2ε): (1−2ε)·RMSE(ε)/RMSE(0) ≈ 1."""
     eps_grid, seeds, errs = _noise_sweep(quick)
@@ -270,7 +261,6 @@ def noise_factor(quick):
         artifacts={"eps": np.asarray(eps_grid), "rmse": rmse, "scaled_ratio": ratio})
 
 
-@register(SUITE, "rdpo/asymptotic-covariance")
 def asymptotic_covariance(quick):
     """Strong preferences: the covariance of √n(θ̂ − θ*) over seeds matches H⁻¹VH⁻¹."""
     seeds, n, eps = (1500 if quick else 3000), 4000, 0.1
@@ -296,7 +286,6 @@ def asymptotic_covariance(quick):
             f"all {seeds * n} pairs. Measured relative error {rel:.4f}", verdict=verdict(rel < 0.10))
 
 
-@register(SUITE, "rdpo/bound-constant")
 def bound_constant(quick):
     """The smallest C making the estimation bound hold is stable across n, d and ε."""
     delta, seeds = 0.1, (32 if quick else 64)
@@ -337,7 +326,6 @@ def _gaps(fits, inst, beta=1.0):
                      for t in np.asarray(fits.theta)])
 
 
-@register(SUITE, "rdpo/suboptimality-gap")
 def suboptimality_gap(quick):
     """The J-gap of the fitted policy decays in n and grows with the coverage constant κ."""
     seeds, ns = (16 if quick else 32), (1000, 4000, 16000)
@@ -381,3 +369,18 @@ def suboptimality_gap(quick):
                 "J-gap decays like 1/n; the O(n^{-1/2}) bound is loose by a factor √n at the optimum",
             verdict="finding" if s_n < -0.75 else "pass"),
     ]
+
+
+#: {check id: fn(quick) -> CheckResult | list[CheckResult]}, in run order.
+CHECKS = {
+    "rdpo/identities": identities,
+    "rdpo/unbiased-monte-carlo": unbiased_monte_carlo,
+    "rdpo/unboundedness": unboundedness,
+    "rdpo/population-minimizers": population_minimizers,
+    "rdpo/rate-n": rate_in_n,
+    "rdpo/rate-d": rate_in_d,
+    "rdpo/noise-factor": noise_factor,
+    "rdpo/asymptotic-covariance": asymptotic_covariance,
+    "rdpo/bound-constant": bound_constant,
+    "rdpo/suboptimality-gap": suboptimality_gap,
+}

@@ -15,14 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from sims.config import DataSpec, TrainSpec, make_params, theorem_regime
-from sims.data import reference_head, sample_dataset, split_keys
-from sims.reference import dataset_cross_terms, full_vocab_autodiff, gradient_flow, margin_recursion
-from sims.registry import CheckResult, register, verdict
-from sims.train import make_trainer, run_seeds
-from theory import im_li
+from dpolab.checks.result import CheckResult, verdict
+from dpolab.sims.config import DataSpec, TrainSpec, make_params, theorem_regime
+from dpolab.sims.data import reference_head, sample_dataset, split_keys
+from dpolab.sims.reference import dataset_cross_terms, full_vocab_autodiff, gradient_flow, margin_recursion
+from dpolab.sims.train import make_trainer, run_seeds
+from dpolab.theory import im_li, im_li_dynamics
 
-SUITE = "im-li"
 EXACT = 1e-10
 EXACT_WHY = "float64: two exact computations differ only by rounding (~1e-14 here)"
 Z999 = stats.norm.ppf(0.9995)  # two-sided 99.9% normal quantile for Monte-Carlo comparisons
@@ -55,7 +54,6 @@ def _maxdiff(a, b):
     return float(jnp.max(jnp.abs(jnp.asarray(a) - jnp.asarray(b))))
 
 
-@register(SUITE, "im-li/margin-identity")
 def margin_identity(quick):
     """Margins are linear in ΔW and do not depend on W_0 (full-vocabulary autodiff, two W_0)."""
     spec, params, key, train, test = small_problem()
@@ -75,7 +73,6 @@ def margin_identity(quick):
         predicted=0.0, measured=worst, tolerance=EXACT, why=EXACT_WHY, verdict=verdict(worst <= EXACT))
 
 
-@register(SUITE, "im-li/fast-vs-autodiff")
 def fast_vs_autodiff(quick):
     """The used-rows fast path equals autodiff of the real log-softmax loss (V = 16)."""
     spec, params0, key, train, test = small_problem()
@@ -96,7 +93,6 @@ def fast_vs_autodiff(quick):
         predicted=0.0, measured=worst, tolerance=EXACT, why=EXACT_WHY, verdict=verdict(worst <= EXACT))
 
 
-@register(SUITE, "im-li/recursion-exact")
 def recursion_exact(quick):
     """GD margins obey r(n+1) = r(n) + (ηβ²/N) C σ(−r(n)) exactly, for train and held-out rows."""
     spec, params, key, train, test = small_problem()
@@ -113,7 +109,6 @@ def recursion_exact(quick):
         why=EXACT_WHY, verdict=verdict(worst <= EXACT))
 
 
-@register(SUITE, "im-li/gd-to-flow")
 def gd_to_flow(quick):
     """GD at step η approaches the gradient flow of Lemma 4.1 at rate O(η)."""
     spec, params, key, train, test = small_problem()
@@ -157,7 +152,6 @@ def _conditions_text(spec, params):
     return "; ".join(f"{c.name}: {'holds' if c.holds else 'VIOLATED'}" for c in conds)
 
 
-@register(SUITE, "im-li/thm4.2-sandwich")
 def sandwich(quick):
     """Every training margin stays in [r_L(t), r_U(t)] for every checkpoint t ≤ τ_1."""
     lo_ratio, hi_ratio, artifacts, conds = np.inf, 0.0, {}, []
@@ -184,7 +178,6 @@ def sandwich(quick):
         verdict=verdict(ok), artifacts=artifacts)
 
 
-@register(SUITE, "im-li/thm4.2-window")
 def window_at_tau1(quick):
     """At τ_1 every training margin lies in [log3/40, log3] and the mean loss is ≥ log(4/3)."""
     lo, hi, loss_tau1, loss0 = np.inf, -np.inf, np.inf, []
@@ -212,7 +205,6 @@ def window_at_tau1(quick):
     ]
 
 
-@register(SUITE, "im-li/test-tracks-train")
 def test_tracks_train(quick):
     """Held-out margins track training margins: equal means up to Monte-Carlo error at τ_1."""
     rows = []
@@ -243,7 +235,6 @@ def _euler_bound(eta, t, beta, K):
     return eta * a / 4 * np.expm1(a * np.asarray(t) / 4)
 
 
-@register(SUITE, "im-li/noise-free-closed-form")
 def noise_free_closed_form(quick):
     """v = 0: every margin follows r + e^r = 1 + 2β²t/(Kτ); r(τ_1) ≈ 0.208 for all K, β."""
     configs = [(1, 1.0), (3, 0.5)] if quick else [(1, 1.0), (3, 0.5), (8, 2.0), (16, 1.0)]
@@ -273,7 +264,6 @@ def noise_free_closed_form(quick):
             "rigorous bound at every t", verdict=verdict(ok))
 
 
-@register(SUITE, "im-li/time-collapse")
 def time_collapse(quick):
     """Trajectories depend on (K, β, t) only through s = β²t/(Kτ)."""
     steps, s_end, seeds = 40, 0.5, (4 if quick else 16)
@@ -282,7 +272,7 @@ def time_collapse(quick):
     ref_noise_free = None
     for K, beta in configs:
         eta = s_end * K / (beta**2 * steps)
-        for v in (0.0, 1 / (32 * math.sqrt(20))):
+        for v in (0.0, im_li.default_v(20)):
             spec = DataSpec(K=K, Q=20, d=100, n_test=1)
             traj = run_seeds(spec, TrainSpec(steps=steps, stride=4),
                              make_params(beta=beta, eta=eta, v=v), range(seeds if v else 1))
@@ -312,11 +302,10 @@ def time_collapse(quick):
     ]
 
 
-@register(SUITE, "im-li/delta-orthogonal-window")
 def delta_orthogonal(quick):
     """Approximately orthogonal values (App. C): margins at τ_1 in [log3/80, log3]."""
     K, Q = (4, 20) if quick else (8, 50)
-    v = 1 / (32 * math.sqrt(Q))
+    v = im_li.default_v(Q)
     eps = 1 / (16 * v * 3)
     delta = min(eps * v / 8, 0.25)
     spec, train, params = theorem_regime(K=K, Q=Q, delta=delta, steps=40)
@@ -337,7 +326,6 @@ def delta_orthogonal(quick):
         tolerance=0.0, why="inequalities on every sample, checkpoint and seed", verdict=verdict(ok))
 
 
-@register(SUITE, "im-li/ipo-closed-form")
 def ipo_closed_form(quick):
     """IPO is linear: GD gives r(n) = (I − (I − 2ηβ²C/N)ⁿ)1 and the flow expm(−2β²Ct/(Nτ))."""
     spec, params, key, train, test = small_problem()
@@ -372,7 +360,6 @@ def ipo_closed_form(quick):
         why=EXACT_WHY + "; solve_ivp runs at rtol 1e-11", verdict=verdict(ok))
 
 
-@register(SUITE, "im-li/slic-closed-form")
 def slic_closed_form(quick):
     """SLiC, v = 0: r(t) = min(1, 2β²t/(Kτ)) up to one GD step."""
     K, beta, steps = 2, 1.0, 60
@@ -390,7 +377,6 @@ def slic_closed_form(quick):
             "overshoot 1 by less than one step", verdict=verdict(err < step_size))
 
 
-@register(SUITE, "im-li/no-flip-failure")
 def no_flip_failure(quick):
     """A pair whose reference prefers y_l by more than 3^{1/β} is still mis-ranked at τ_1."""
     K, Q, beta = 2, 20, 1.0
@@ -401,7 +387,7 @@ def no_flip_failure(quick):
     n = train.g.shape[0]
     rows = jnp.arange(n)
     hard = (rows % 2 == 0)  # reference prefers y_l by log3/β + 0.05: cannot flip by τ_1
-    gap = jnp.where(hard, math.log(3) / beta + 0.05, 0.9 * math.log(3) / (40 * beta))
+    gap = jnp.where(hard, im_li.LOG3 / beta + 0.05, 0.9 * im_li.LOG3 / (40 * beta))
     logits = train.ref_logits
     logits = logits.at[rows, train.chosen].set(logits[rows, train.rejected] - gap)
     traj = jax.jit(make_trainer(train_spec, spec.n_pairs))(train._replace(ref_logits=logits), test, params)
@@ -419,13 +405,12 @@ def no_flip_failure(quick):
         verdict=verdict(ok))
 
 
-@register(SUITE, "im-li/multi-token-formula")
 def multi_token(quick):
     """The §1.7 token-reward velocity formula equals autodiff of the multi-token DPO loss."""
-    from sims.multi_token import autodiff_reward_velocity, random_problem
+    from dpolab.sims.multi_token import autodiff_reward_velocity, random_problem
 
     problem = random_problem(jax.random.key(5))
-    formula = im_li.multi_token_reward_velocity(**problem.formula_args())
+    formula = im_li_dynamics.multi_token_reward_velocity(**problem.formula_args())
     auto = autodiff_reward_velocity(problem)
     err = _maxdiff(formula, auto)
     return CheckResult(
@@ -433,3 +418,22 @@ def multi_token(quick):
         claim="τ dr(y; g*)/dt under gradient flow equals the printed decomposition (sign as in "
               "THEORY §1.7) for every token y and context g*",
         predicted=0.0, measured=err, tolerance=EXACT, why=EXACT_WHY, verdict=verdict(err <= EXACT))
+
+
+#: {check id: fn(quick) -> CheckResult | list[CheckResult]}, in run order.
+CHECKS = {
+    "im-li/margin-identity": margin_identity,
+    "im-li/fast-vs-autodiff": fast_vs_autodiff,
+    "im-li/recursion-exact": recursion_exact,
+    "im-li/gd-to-flow": gd_to_flow,
+    "im-li/thm4.2-sandwich": sandwich,
+    "im-li/thm4.2-window": window_at_tau1,
+    "im-li/test-tracks-train": test_tracks_train,
+    "im-li/noise-free-closed-form": noise_free_closed_form,
+    "im-li/time-collapse": time_collapse,
+    "im-li/delta-orthogonal-window": delta_orthogonal,
+    "im-li/ipo-closed-form": ipo_closed_form,
+    "im-li/slic-closed-form": slic_closed_form,
+    "im-li/no-flip-failure": no_flip_failure,
+    "im-li/multi-token-formula": multi_token,
+}

@@ -1,0 +1,145 @@
+"""Where results live: provenance, atomic writes, the one checksummed store and the one
+output-folder policy.
+
+- A *record* is `STEM.npz` (named arrays, no pickle) and then `STEM.json` (its metadata and the
+  npz's sha256), written last and atomically: a record exists only when both are whole and agree.
+  Verify's checks, sweep chunks, repro/audit items and cached real-data features are records.
+- `prepare_out(out, kind, ...)` is the policy of every command that writes a folder (verify, sweep,
+  repro, audit, llm train/diagnose): a fresh or empty folder is used; an earlier run of the same
+  kind is finished with `--resume` (only when it was made with the same key) or replaced with
+  `--force`; anything else is refused. Nothing a user wrote is ever overwritten.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import io
+import json
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from dpolab.errors import InputError
+
+
+def environment() -> dict:
+    """Package versions, JAX backend and precision, git commit: the manifest of a run."""
+    import jax
+
+    versions = {}
+    for name in ("dpolab", "jax", "jaxlib", "optax", "numpy", "scipy", "matplotlib"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"versions": versions, "jax_backend": jax.default_backend(),
+            "precision": "float64" if jax.config.jax_enable_x64 else "float32",
+            "git_commit": commit, "python": platform.python_version()}
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Writes `data` to `path` through a temporary file and a rename (never half-written)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_record(directory: Path, stem: str, arrays: dict, meta: dict) -> dict[str, np.ndarray]:
+    """Writes `arrays` to `directory/STEM.npz`, then `STEM.json` ({"meta", "sha256"}) last.
+
+    Returns:
+      The arrays as numpy arrays (what a later `load_record` gives back).
+    """
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    raw = buf.getvalue()
+    write_atomic(Path(directory) / f"{stem}.npz", raw)
+    write_atomic(Path(directory) / f"{stem}.json",
+                 json.dumps({"meta": meta, "sha256": sha256(raw)}, default=float, ensure_ascii=False))
+    return arrays
+
+
+def load_record(directory: Path, stem: str, expect: dict | None = None) -> tuple[dict, dict] | None:
+    """(arrays, meta) of a whole record, or None when it is missing, damaged (checksum) or was
+    written with other values of the `expect` entries of its metadata."""
+    meta_path, npz_path = Path(directory) / f"{stem}.json", Path(directory) / f"{stem}.npz"
+    if not meta_path.exists() or not npz_path.exists():
+        return None
+    try:
+        info = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta, digest = info["meta"], info["sha256"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if any(meta.get(k) != v for k, v in (expect or {}).items()):
+        return None
+    raw = npz_path.read_bytes()
+    if sha256(raw) != digest:
+        return None
+    with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}, meta
+
+
+def read_manifest(out: Path) -> dict | None:
+    """`out/manifest.json`, or None when there is none (or it is not readable JSON)."""
+    path = Path(out) / "manifest.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    write_atomic(Path(out) / "manifest.json", json.dumps(manifest, indent=1, default=float))
+
+
+def prepare_out(out, kind: str, *, force: bool, resume: bool, key: dict,
+                resumable: bool = True) -> dict:
+    """Makes `out` ready for a run of `kind` and returns its manifest (the earlier run's when
+    resuming, else a fresh `{"kind", "key"}`).
+
+    Args:
+      out: the output folder. kind: the command ("verify", "sweep", "repro", ...).
+      force: replace an earlier run of this kind (never a folder dpolab did not write).
+      resume: continue an earlier run of this kind; it must have been made with the same `key`.
+      key: what the stored results depend on (e.g. {"quick": True}, {"spec_hash": ...}).
+      resumable: False for commands that cannot resume (then `--resume` is never offered).
+    Raises:
+      InputError naming `out` (or the key field that differs) when the folder may not be used.
+    """
+    out = Path(out)
+    old = read_manifest(out)
+    if out.exists() and any(out.iterdir()):
+        if old is None or old.get("kind") != kind:
+            raise InputError(f"out={str(out)!r} is not allowed: it exists, is not empty and is not a "
+                             f"dpolab {kind} directory; choose another --out")
+        if force:
+            shutil.rmtree(out)
+            old = None
+        elif not resume or not resumable:
+            hint = "--resume finishes it, --force replaces it" if resumable else "--force replaces it"
+            raise InputError(f"out={str(out)!r} is not allowed: it holds an earlier {kind} run ({hint})")
+        elif old.get("key") != key:
+            stored = old.get("key") or {}
+            field = next((k for k in key if stored.get(k) != key[k]), next(iter(key), "key"))
+            raise InputError(f"{field}={key.get(field)!r} is not allowed with --resume here: {out} "
+                             f"holds a run with {field}={stored.get(field)!r}")
+    elif resume:
+        raise InputError(f"out={str(out)!r} is not allowed with --resume: nothing to resume there")
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = old or {"kind": kind, "key": key}
+    write_manifest(out, manifest)
+    return manifest
