@@ -33,6 +33,7 @@ import math
 import numpy as np
 from scipy import stats
 
+from dpolab.audit.common import im_li_spec
 from dpolab.checks.result import CheckResult
 from dpolab.errors import InputError
 from dpolab.sims.risk import clopper_pearson
@@ -164,8 +165,7 @@ def summarize(qs, risk, n_per_seed, threshold=THRESHOLD, slack=None, seed=0):
 # ---- experiments -------------------------------------------------------------------------------
 
 def _spec(fixed, grid, seeds, chunk):
-    return {"sweep": {"simulation": "im-li", "seeds": seeds, "chunk_size": chunk,
-                      "precision": "float64"}, "fixed": fixed, "grid": grid}
+    return im_li_spec(fixed, grid, seeds=seeds, chunk_size=chunk)
 
 
 def _cube(cols, Ks, Qs, seeds, **match):

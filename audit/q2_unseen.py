@@ -22,28 +22,23 @@ References:
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import numpy as np
-from scipy import stats
 
+from dpolab.audit.common import BASE, SEEDS, pooled_risk_ci, seed_mean_ci, spec_dict
 from dpolab.checks.result import CheckResult
-from dpolab.errors import InputError
 from dpolab.sims.config import make_params
 from dpolab.sims.data import sample_dataset
 from dpolab.sims.reference import dataset_cross_terms, margin_recursion
-from dpolab.sims.risk import clopper_pearson
+from dpolab.sims.sweep.engine import point_key
 from dpolab.sims.sweep.simulations import SIMULATIONS
 from dpolab.sims.sweep.spec import parse_spec
 from dpolab.theory import im_li
+from dpolab.theory.extensions import TOKENS, mean_field
 
 NAME = "q2-unseen"
 TITLE = "Q2. Unseen values: what does DPO do on a value absent from training?"
-TOKENS = ("distinct", "yes_no")
-#: Static settings shared by the data-model questions (Q2–Q4): equal statics compile once.
-BASE = {True: dict(Q=10, n_test=20, steps=10, checkpoints=10, unseen=2),
-        False: dict(Q=50, n_test=50, steps=50, checkpoints=10, unseen=2)}
 #: checked_*: the summary rows whose held-out margins the recursion re-predicts (quick: shared
 #: tokens only, one compilation less; new tokens' r̃ ≡ 0 is checked on every recorded row anyway).
 SETTINGS = {True: dict(K=[8], v=[0.1, 0.4], cos=[0.0, 0.2], checked_seeds=4,
@@ -51,106 +46,6 @@ SETTINGS = {True: dict(K=[8], v=[0.1, 0.4], cos=[0.0, 0.2], checked_seeds=4,
             False: dict(K=[1, 2, 4, 8], v=[0.05, 0.1, 0.2, 0.4], cos=[0.0, 0.05, 0.2, 0.5],
                         checked_seeds=2, checked_tokens=TOKENS)}
 EPS64 = float(np.finfo(np.float64).eps)
-
-
-#: Seeds of every sweep, and grid points per chunk (the sweep engine pads each chunk to this many
-#: points: small enough not to waste work on padding, equal across questions so that chunks of the
-#: same static signature have the same shapes and reuse one compilation).
-SEEDS = {True: 4, False: 8}
-CHUNK_POINTS = {True: 6, False: 8}
-
-
-def spec_dict(fixed: dict, grid: dict, quick: bool) -> dict:
-    """An im-li sweep spec (float64, `SEEDS[quick]` seeds) with the given fixed parameters and axes."""
-    return {"sweep": {"simulation": "im-li", "seeds": SEEDS[quick],
-                      "chunk_size": SEEDS[quick] * CHUNK_POINTS[quick], "precision": "float64"},
-            "fixed": fixed, "grid": grid}
-
-
-def seed_mean_ci(values, point):
-    """Per grid point: mean over seeds and its 95% interval mean ± 1.96·SE (finite rows only).
-
-    Args:
-      values, point: (R,) summary columns (one row per point and seed).
-    Returns:
-      (3, P) array: mean, low, high per distinct point (ascending point index).
-    """
-    pts = np.unique(point)
-    out = np.full((3, len(pts)), np.nan)
-    for i, p in enumerate(pts):
-        x = values[(point == p) & np.isfinite(values)]
-        half = 1.96 * x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else np.nan
-        out[:, i] = x.mean(), x.mean() - half, x.mean() + half
-    return out
-
-
-def pooled_risk_ci(risk, n_per_seed, point):
-    """Per grid point: errors pooled over seeds, with its exact Clopper–Pearson 95% interval.
-
-    Args:
-      risk: (R,) error fractions per row. n_per_seed: (R,) samples behind each fraction.
-      point: (R,) grid point of each row.
-    Returns:
-      (4, P) array: pooled risk, CP low, CP high, number of samples per distinct point.
-    """
-    pts = np.unique(point)
-    out = np.zeros((4, len(pts)))
-    for i, p in enumerate(pts):
-        sel = point == p
-        errors = int(np.sum(np.round(risk[sel] * n_per_seed[sel])))
-        n = int(np.sum(n_per_seed[sel]))
-        out[:, i] = (errors / n, *clopper_pearson(errors, n), n)
-    return out
-
-
-def mean_field(*, K, Q, d, tokens, concept_cos, v, lb, unseen=0, spectrum=None, seen=True):
-    """Mean-field (common loss weight) margin of a held-out sample of a seen or unseen value.
-
-    With every training weight equal, ΔW_a − ΔW_b ∝ Σ_j s_j g_j over the samples on the test
-    sample's pair (value u alone for distinct tokens, all K values for yes_no), so its margin is
-    ∝ X = s̃ (Σ_j s_j g_j)·g̃. Over training and test noise (covariance v²·diag(spectrum)):
-      E X = 2Q Σ_k ⟨c_k, c_u⟩,
-      Var X = 4Q²v² SᵀΛS + v² n_g (l_b² Λ_11 + c_uᵀΛc_u) + v⁴ n_g tr Λ²,
-    S = Σ_k c_k over the group, n_g = 2Q·|group|; a training sample gets E = 2Q ⟨S, c_k⟩ + v² tr Λ
-    (its own noise). Concept vectors are `concepts` (those of `dpolab.sims.data.concept_vectors` at
-    δ = 0) for K + unseen values.
-
-    Returns:
-      dict: mean_rel, sd_rel (held-out mean and sd in units of the mean training margin),
-      risk P(X ≤ 0) ≈ Φ(−E/√Var) (1 for a new-token unseen value: r̃ ≡ 0 is a tie), and rate
-      (E of a training sample / 2Q: the mean-field time factor, margins follow the noise-free DPO
-      curve with K replaced by K/rate).
-    """
-    if tokens not in TOKENS:
-        raise InputError(f"tokens={tokens!r} is not allowed: tokens must be one of {TOKENS}")
-    total = K + unseen
-    c = concepts(total, d, float(concept_cos))
-    lam = np.ones(d) if spectrum is None else np.asarray(spectrum, dtype=float)
-    own_train = 2 * Q * (1.0 if tokens == "distinct" else c[:K].sum(0) @ c[0])
-    mu_train = own_train + v**2 * lam.sum()
-    rate = mu_train / (2 * Q)
-    u = 0 if seen else K
-    group = ([u] if seen else []) if tokens == "distinct" else list(range(K))
-    if not group:
-        return {"mean_rel": 0.0, "sd_rel": 0.0, "risk": 1.0, "rate": rate}
-    s, n_g = c[group].sum(0), 2 * Q * len(group)
-    mu = 2 * Q * s @ c[u]
-    var = (4 * Q**2 * v**2 * (lam * s**2).sum() + v**2 * n_g * (lb**2 * lam[0] + lam @ c[u] ** 2)
-           + v**4 * n_g * (lam**2).sum())
-    sd = math.sqrt(var)
-    risk = float(stats.norm.cdf(-mu / sd)) if sd > 0 else float(mu <= 0)
-    return {"mean_rel": mu / mu_train, "sd_rel": sd / mu_train, "risk": risk, "rate": rate}
-
-
-def concepts(total: int, d: int, concept_cos: float) -> np.ndarray:
-    """(total, d) concept vectors of `dpolab.sims.data.concept_vectors` at δ = 0, in numpy:
-    c_k = √(1−ρ)·e_{k+2} + √ρ·e_{total+2} (1-based e_i; a test checks they are equal). Built here
-    because the jax version compiles its random draws anew for every shape, seconds per call."""
-    c = np.zeros((total, d))
-    c[np.arange(total), np.arange(1, total + 1)] = math.sqrt(1.0 - concept_cos)
-    if concept_cos > 0:
-        c[:, total + 1] = math.sqrt(concept_cos)
-    return c
 
 
 @functools.lru_cache(maxsize=32)
@@ -173,8 +68,8 @@ def _recursion(spec, train, K):
 
 
 def recursion_check(spec: dict, cols: dict, rows) -> tuple[dict, dict]:
-    """Regenerates the data of the given summary rows from the sweep's keys (point i, seed s:
-    fold_in(fold_in(key(root_seed), i), s)) and predicts their held-out margins by the recursion.
+    """Regenerates the data of the given summary rows from the sweep's keys (`point_key`) and
+    predicts their held-out margins by the recursion.
 
     Args:
       spec: the sweep's spec dict. cols: its summary columns. rows: indices into the columns.
@@ -194,14 +89,13 @@ def recursion_check(spec: dict, cols: dict, rows) -> tuple[dict, dict]:
                                             "ambiguous", "tol", "max_abs_unseen")}
     margins = {}
     where = {r: i for i, r in enumerate(rows)}
-    root = jax.random.key(parsed.root_seed)
     for static, rs in groups.items():
         spec_, train, K = static
         dyn = [sim.dynamic(points[int(cols["point"][r])]) for r in rs]
         params = make_params(ref_scale=np.ones(len(rs)), **{
             k: np.asarray([x[k] for x in dyn]) for k in
             ("beta", "eta", "eps", "v", "lb", "delta", "concept_cos", "flip")})
-        keys = jax.vmap(lambda p, s: jax.random.fold_in(jax.random.fold_in(root, p), s))(
+        keys = jax.vmap(lambda p, s: point_key(parsed.root_seed, p, s))(
             np.asarray([cols["point"][r] for r in rs], int), np.asarray([cols["seed"][r] for r in rs], int))
         rt, value, tol = (np.asarray(a) for a in _recursion(spec_, train, K)(keys, params))
         for j, r in enumerate(rs):

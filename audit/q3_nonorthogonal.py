@@ -23,18 +23,16 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from dpolab.audit.q2_unseen import BASE, SEEDS, TOKENS, mean_field, pooled_risk_ci, seed_mean_ci, spec_dict
+from dpolab.audit.common import BASE, BOUND_BASE, SEEDS, spec_dict, summarize, sweep_rows
 from dpolab.checks.generalization import bound_status
 from dpolab.checks.result import CheckResult
-from dpolab.sims.data import low_rank_spectrum
 from dpolab.theory import im_li
+from dpolab.theory.extensions import TOKENS
 
 NAME = "q3-nonorthogonal"
 TITLE = "Q3. Non-orthogonal values: where do Theorem 4.2's sandwich and Theorem 4.3's bounds stop holding?"
 #: Appendix C's δ allowance min(εv/8, 1/4) at Z = 1 (εv = 1/(16(Z+2)), independent of v).
 DELTA_CAP = min(1.0 / (128.0 * 3.0), 0.25)
-#: Theorem 4.3's regime where the refined bound is non-vacuous (Q = 100, d = 5Q, v = 1/(32√Q)).
-BOUND_BASE = dict(Q=100, n_test=100, steps=50, checkpoints=10, unseen=2)
 #: Per size: {sweep name: (grid, fixed settings or None for the shared `BASE`)}.
 SWEEPS = {
     True: {
@@ -52,59 +50,6 @@ SWEEPS = {
         "bounds": ({"K": [2, 4], "tokens": ["distinct"], "concept_cos": [0.0, 0.5, 0.95]},
                    BOUND_BASE)},
 }
-
-
-def mean_field_sandwich(*, K, rate, beta, checkpoints, t_mult=1.0):
-    """(holds, in window at the end) for the mean-field margin r(t) = DPO noise-free curve at K/rate.
-
-    Checks r_L(t_c) ≤ r(t_c) ≤ r_U(t_c) at the recorded checkpoints t_c = c·t_mult·τ_1/checkpoints
-    with 0 < t_c ≤ τ_1 (the sweep's sandwich metric), and r(end) ∈ [0, log 3] (its in_window)."""
-    tau = im_li.tau_1(K=K, beta=beta)
-    t = t_mult * tau * np.arange(1, checkpoints + 1) / checkpoints
-    r = im_li.dpo_noise_free(t, K=K / rate, beta=beta)
-    inside = (r >= im_li.r_lower(t, K=K, beta=beta)) & (r <= im_li.r_upper(t, K=K, beta=beta))
-    return bool(np.all(inside | (t > tau * (1 + 1e-12)))), bool(0 <= r[-1] <= im_li.LOG3)
-
-
-def summarize(cols) -> dict:
-    """Per grid point of one sweep (columns `cols` of its summary): measured metrics with 95%
-    intervals (sandwich and margins: mean ± 1.96·SE over seeds; risks: pooled Clopper–Pearson),
-    both bounds, and the mean field (`mean_field`, `mean_field_sandwich`; the noise spectrum of
-    `dpolab.sims.data.low_rank_spectrum` where noise_rank > 0)."""
-    point = cols["point"]
-    pts, first = np.unique(point, return_index=True)
-    n_seen = 2.0 * cols["n_test"] * cols["K"]
-    sand = seed_mean_ci(cols["sandwich_frac"], point)
-    risk = pooled_risk_ci(cols["test_risk"], n_seen, point)
-    out = {"K": cols["K"][first], "shared": (cols["tokens"][first] == "yes_no").astype(float),
-           "rho": cols["concept_cos"][first], "delta": cols["delta"][first], "v": cols["v"][first],
-           "noise_rank": cols["noise_rank"][first], "noise_share": cols["noise_share"][first],
-           "Q": cols["Q"][first], "sandwich": sand[0], "sandwich_lo": sand[1], "sandwich_hi": sand[2],
-           "in_window": seed_mean_ci(cols["in_window"], point)[0],
-           "margin_max": seed_mean_ci(cols["margin_max"], point)[0],
-           **dict(zip(("margin_mean", "margin_mean_lo", "margin_mean_hi"),
-                      seed_mean_ci(cols["margin_mean"], point))),
-           "test_risk": risk[0], "test_risk_lo": risk[1], "test_risk_hi": risk[2],
-           "n_test_total": risk[3], "bound_simplified": cols["bound_simplified"][first],
-           "bound_refined": cols["bound_refined"][first],
-           "unseen_risk": pooled_risk_ci(cols["unseen_risk"], 2.0 * cols["n_test"] * cols["unseen"],
-                                         point)[0]}
-    mf = {k: np.zeros(len(pts)) for k in ("mf_rate", "mf_sandwich", "mf_window", "mf_test_risk",
-                                          "lam_e1", "lam_concepts")}
-    for i, r in enumerate(first):
-        d, rank = int(cols["d"][r]), int(cols["noise_rank"][r])
-        spectrum = low_rank_spectrum(d, rank, float(cols["noise_share"][r])) if rank else None
-        pred = mean_field(K=int(cols["K"][r]), Q=int(cols["Q"][r]), d=d, spectrum=spectrum,
-                          tokens=str(cols["tokens"][r]), concept_cos=cols["concept_cos"][r],
-                          v=cols["v"][r], lb=cols["lb"][r], unseen=int(cols["unseen"][r]))
-        holds, window = mean_field_sandwich(K=int(cols["K"][r]), rate=pred["rate"],
-                                            beta=cols["beta"][r], checkpoints=int(cols["checkpoints"][r]),
-                                            t_mult=cols["t_mult"][r])
-        mf["mf_rate"][i], mf["mf_sandwich"][i], mf["mf_window"][i] = pred["rate"], holds, window
-        mf["mf_test_risk"][i] = pred["risk"]
-        lam = np.ones(d) if spectrum is None else np.asarray(spectrum)  # noise variance / v², per axis
-        mf["lam_e1"][i], mf["lam_concepts"][i] = lam[0], lam[1:int(cols["K"][r]) + 1].mean()
-    return out | mf
 
 
 def paired_z(cols, metric: str):
@@ -157,11 +102,6 @@ def render(data, ctx) -> list:
     return plot_nonorthogonal(data, ctx.dir)
 
 
-def _rows(data, field):
-    sweeps = [str(s) for s in data["sweeps"]]
-    return np.concatenate([np.asarray(data[f"{s}_{field}"]) for s in sweeps])
-
-
 def assessment(data) -> dict:
     """The numbers the report and the registry entry state."""
     shared, new = data["cos_shared"] == 1, data["cos_shared"] == 0
@@ -169,7 +109,7 @@ def assessment(data) -> dict:
     agree = (data["cos_sandwich"] >= 0.5) == (data["cos_mf_sandwich"] == 1)
     z = np.abs(data["cos_margin_z"][new & (data["cos_rho"] > 0)])
     z_crit = stats.norm.ppf(1 - 0.025 / len(z))  # two-sided 95%, Bonferroni over the comparisons
-    bound, status = _rows(data, "bound_refined"), _rows(data, "refined_status")
+    bound, status = sweep_rows(data, "bound_refined"), sweep_rows(data, "refined_status")
     useful = bound < 1
     return {"new_sandwich_min": float(data["cos_sandwich"][new].min()),
             "new_window_min": float(data["cos_in_window"][new].min()),
@@ -181,7 +121,7 @@ def assessment(data) -> dict:
             "n_points": int(bound.size), "n_useful": int(useful.sum()),
             "status": {s: int(np.sum(status[useful] == s)) for s in np.unique(status[useful])},
             "violated": int(np.sum(status == "violated")),
-            "simplified_useful": int(np.sum(_rows(data, "bound_simplified") < 1)),
+            "simplified_useful": int(np.sum(sweep_rows(data, "bound_simplified") < 1)),
             "delta_sandwich_min": float(data["delta_sandwich"].min()),
             "delta_window_min": float(data["delta_in_window"].min())}
 
@@ -197,7 +137,7 @@ def report(data) -> str:
         data["cos_v_rho"][sh], data["cos_v_test_risk"][sh], data["cos_v_test_risk_lo"][sh],
         data["cos_v_test_risk_hi"][sh], data["cos_v_mf_test_risk"][sh]))
     status = ", ".join(f"{n} {s}" for s, n in a["status"].items()) or "none"
-    bound_q = fmt(_rows(data, "Q"))
+    bound_q = fmt(sweep_rows(data, "Q"))
     return "\n".join([
         f"## {TITLE}", "",
         f"Sweeps (`im-li`, GD to τ_1 in {int(data['steps'])} steps with {int(data['checkpoints'])} "

@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dpolab.audit.q2_unseen import BASE, SEEDS, spec_dict
-from dpolab.audit.q3_nonorthogonal import BOUND_BASE, summarize
+from dpolab.audit.common import BASE, BOUND_BASE, SEEDS, spec_dict, summarize, sweep_rows
 from dpolab.checks.generalization import bound_status
 from dpolab.checks.result import CheckResult
 from dpolab.sims.data import low_rank_spectrum
@@ -171,8 +170,6 @@ def _inside(c) -> int:
 
 def report(data) -> str:
     """The audit.md section: calibration (or fallback), sandwich and risk vs v, bounds."""
-    from dpolab.audit.q3_nonorthogonal import _rows
-
     real = str(data["cal_source"]) == "real"
     cal = {k[4:]: data[k] for k in data if k.startswith("cal_")}
     if real:
@@ -220,7 +217,7 @@ def report(data) -> str:
     worst = max(over) if over else (float("nan"), float("nan"))
     iso_in = sum(_inside(c) for c in cs if c["rank"] == 0)
     iso_n = sum(len(c["v"]) for c in cs if c["rank"] == 0)
-    bound, status = _rows(data, "bound_refined"), _rows(data, "refined_status")
+    bound, status = sweep_rows(data, "bound_refined"), sweep_rows(data, "refined_status")
     useful = bound < 1
     counts = ", ".join(f"{int(np.sum(status[useful] == s))} {s}" for s in np.unique(status[useful])) or "none"
     return "\n".join([
@@ -260,9 +257,7 @@ def report(data) -> str:
 
 def finding(data) -> CheckResult:
     """A finding: sandwich / window limits per noise configuration, bound violations."""
-    from dpolab.audit.q3_nonorthogonal import _rows
-
-    status = _rows(data, "refined_status")
+    status = sweep_rows(data, "refined_status")
     return CheckResult(
         id=f"audit/{NAME}", reference="Im & Li Theorems 4.2, 4.3 under anisotropic noise; issue #7 Q4",
         claim="the sandwich and risk bounds under low-rank noise calibrated to real embeddings",

@@ -35,38 +35,23 @@ import math
 import numpy as np
 from scipy import stats
 
+from dpolab.audit.common import per_point, sweep_spec
 from dpolab.checks.result import CheckResult
+from dpolab.sims.risk import fmt_ci, mean_ci
 from dpolab.theory import im_li
-from dpolab.theory.losses import get_loss
+from dpolab.theory.extensions import noise_free_recursion, sign_descent_margin
 
 NAME = "q5-adam"
 TITLE = "Q5. Adam vs gradient descent: does the 1/K margin and risk ordering survive Adam?"
-Z95 = float(stats.norm.ppf(0.975))
 OPTIMIZERS = ("gd", "adam")
 SCHEDULES = ("fixed", "scaled")
 REGIMES = {"theorem": {"tokens": "distinct"}, "shared": {"tokens": "yes_no", "v": 0.3}}
-#: Quick runs use this many grid points per chunk in every dynamics question, so that equal
-#: static signatures share one compiled batch function across questions.
-QUICK_POINTS = 4
 SETTINGS = {True: dict(Q=10, n_test=20, seeds=3, S0=16, Ks=(1, 2), regimes=("theorem",)),
             False: dict(Q=50, n_test=100, seeds=8, S0=40, Ks=(1, 3, 9),
                         regimes=("theorem", "shared"))}
 
 
 # ---- shared statistics and closed forms (Q5, Q6, Q7, Q9) ----------------------------------------
-
-def mean_ci(x, axis=-1):
-    """(mean, half-width) of the normal 95% interval 1.96·sd/√n over `axis` (seeds)."""
-    x = np.asarray(x, dtype=float)
-    n = x.shape[axis]
-    half = Z95 * x.std(axis=axis, ddof=1) / math.sqrt(n) if n > 1 else np.full(x.mean(axis).shape, np.nan)
-    return x.mean(axis=axis), half
-
-
-def fmt_ci(mean, half, digits=3):
-    """'m ± h' with `digits` significant digits (general format)."""
-    return f"{mean:.{digits}g} ± {half:.2g}"
-
 
 def kendall_per_seed(x, y):
     """Kendall τ_b between x (n,) and y[..., :, s] for every seed s; y (..., n, S) -> (..., S).
@@ -92,49 +77,6 @@ def loglog_slope_per_seed(x, y):
     return np.einsum("n,...ns->...s", lx, ly) / np.sum(lx**2)
 
 
-def noise_free_recursion(h, n, *, loss="dpo", flip=0.0, eps=0.0):
-    """Exact noise-free GD margins m_0..m_n of a clean sample (v = 0, distinct or shared tokens).
-
-    Every row of C sums to 4Q without noise, so r(j+1) = r(j) + h·[(1−f)·w(r) − f·w(−r)] with
-    h = 2ηβ²/K and the loss weight w = −f′ (`dpolab.theory.losses`), when a fraction f of each cluster's
-    labels is flipped (flipped samples have margin −r). f = 0, dpo: r + hσ(−r), whose h → 0 limit
-    is `dpolab.theory.im_li.dpo_noise_free` at 2β²t/K = hj.
-
-    Args:
-        h: per-step gain 2ηβ²/K, a float or an array (broadcast). n: number of steps.
-        loss, eps: loss name and its ε (cdpo, rdpo). flip: flip fraction f in [0, 1/2).
-    Returns:
-        (n + 1, *shape of h) margins.
-
-    References: [IL] Lemma 4.1 and its GD form (THEORY §1.2); [rDPO] weights (THEORY §2.2).
-    """
-    weight = get_loss(loss).weight
-    h = np.asarray(h, dtype=float)
-    r = np.zeros_like(h)
-    out = [r]
-    for _ in range(int(n)):
-        drift = (1 - flip) * np.asarray(weight(r, eps)) - flip * np.asarray(weight(-r, eps))
-        r = r + h * drift
-        out.append(r)
-    return np.stack(out)
-
-
-def sweep_spec(seeds, fixed, grid, *, quick, root_seed=0):
-    """An "im-li" sweep spec; one chunk per static group (QUICK_POINTS per chunk when quick)."""
-    from dpolab.sims.sweep.simulations import IM_LI_PARAMS
-
-    dynamic = [len(v) for k, v in grid.items() if not IM_LI_PARAMS[k].static]
-    points = QUICK_POINTS if quick else max(1, math.prod(dynamic))
-    return {"sweep": {"simulation": "im-li", "seeds": seeds, "chunk_size": seeds * points,
-                      "precision": "float64", "root_seed": root_seed},
-            "fixed": fixed, "grid": grid}
-
-
-def per_point(cols, metric, seeds):
-    """(points, seeds) matrix of one summary column (rows are sorted by point, then seed)."""
-    return np.asarray(cols[metric], dtype=float).reshape(-1, seeds)
-
-
 # ---- Q5 -----------------------------------------------------------------------------------------
 
 def step_sizes(S0, beta=1.0):
@@ -150,7 +92,7 @@ def predictions(opt, K, n, eta, *, Q, d, v, tokens, beta=1.0):
         margin = noise_free_recursion(2 * eta * beta**2 / K, n)[-1]
         return float(margin), float(stats.norm.cdf(-1 / (v * math.sqrt(K))))
     n_pair = 2 * Q * (K if tokens == "yes_no" else 1)
-    margin = 2 * beta * eta * n * (1 + v * (d - K - 1) * math.sqrt(2 / (math.pi * n_pair)))
+    margin = float(sign_descent_margin(eta * n, beta=beta, v=v, d=d, K=K, n_pair=n_pair))
     return margin, float(stats.norm.cdf(-1 / (v * math.sqrt(d))))
 
 

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from dpolab.audit.q5_adam import fmt_ci, mean_ci, noise_free_recursion, per_point, sweep_spec
+from dpolab.audit.common import per_point, sweep_spec
 from dpolab.checks.result import CheckResult
-from dpolab.sims.risk import clopper_pearson
+from dpolab.sims.risk import clopper_pearson, fmt_ci, mean_ci
 from dpolab.theory import im_li
+from dpolab.theory.extensions import exit_time_ratio, noise_free_recursion
 
 NAME = "q6-after-tau1"
 TITLE = "Q6. After τ_1: do the margins leave [0, log 3] when the closed form says, and does the " \
@@ -40,11 +41,6 @@ SETTINGS = {
 }
 METRICS = ("margin_mean", "margin_min", "margin_max", "in_window", "final_loss", "train_accuracy",
            "test_risk", "test_margin_mean", "sandwich_frac", "nonfinite")
-
-
-def exit_time_ratio() -> float:
-    """t×/τ_1 = 5(2 + log 3)/(2 log 3): when the noise-free margin reaches log 3 (any K, β)."""
-    return 5 * (2 + im_li.LOG3) / (2 * im_li.LOG3)
 
 
 def crossing(x, y, level, *, falling):

@@ -26,9 +26,11 @@ import math
 
 import numpy as np
 
-from dpolab.audit.q5_adam import fmt_ci, mean_ci, noise_free_recursion, per_point, sweep_spec
+from dpolab.audit.common import per_point, sweep_spec
 from dpolab.checks.result import CheckResult
+from dpolab.sims.risk import fmt_ci, mean_ci
 from dpolab.theory import im_li
+from dpolab.theory.extensions import noise_free_recursion, sign_descent_margin
 
 NAME = "q7-beta"
 TITLE = "Q7. β sensitivity: do margins collapse on β²t/(Kτ) across β and K, and where does it break?"
@@ -63,7 +65,7 @@ def adam_estimate(betas, Ks, t_mult, *, Q):
     b, K, tm = betas[:, None, None], Ks[None, :, None], t_mult[None, None, :]
     v = float(im_li.default_v(Q))
     t = tm * im_li.tau_1(K=K, beta=b)
-    return 2 * b * t * (1 + v * (5 * Q - K - 1) * math.sqrt(2 / (math.pi * 2 * Q)))
+    return sign_descent_margin(t, beta=b, v=v, d=im_li.default_d(Q), K=K, n_pair=2 * Q)
 
 
 def compute(ctx) -> dict:

@@ -23,8 +23,11 @@ import math
 
 import numpy as np
 
+from dpolab.audit.common import im_li_spec
 from dpolab.checks.result import CheckResult
+from dpolab.sims.risk import fmt_ci, mean_ci
 from dpolab.theory import im_li
+from dpolab.theory.extensions import share_margin, window_q_min
 
 NAME = "q8-unbalanced"
 TITLE = "Q8. Unbalanced values: the minority value's margin and risk, and per-value bounds"
@@ -36,7 +39,6 @@ SIZES = {False: dict(K=4, Q=50, d=250, q_last=[2, 5, 10, 25, 50], n_test=200, se
 V_NOISY, STEPS = 0.4, 50
 CASES = ("unbalanced", "balanced_total", "balanced_own")
 EPS64 = float(np.finfo(np.float64).eps)
-Z95 = 1.959963984540054
 
 
 def noise_levels(Q) -> list[float]:
@@ -47,26 +49,6 @@ def noise_levels(Q) -> list[float]:
 def equal_total_q(K, Q, q_last) -> int:
     """Balanced Q per cluster with the same total ((K−1)Q + q_last)/K, rounded to an integer."""
     return int(round(((K - 1) * Q + q_last) / K))
-
-
-def share_margin(*, K, Q, q_last, beta=1.0):
-    """Noise-free minority margin at τ_1 by the share law: `dpo_noise_free` with K_eff = ΣQ/q_last.
-
-    Args:
-        K: values. Q: majority Q per cluster. q_last: minority Q (array-like). beta: temperature.
-
-    References:
-        [IL] Lemma 4.1, Theorem 4.2 (τ_1); THEORY §1.6 (noise-free closed form).
-    """
-    q = np.asarray(q_last, float)
-    k_eff = ((K - 1) * Q + q) / q
-    return im_li.dpo_noise_free(im_li.tau_1(K=K, beta=beta), K=k_eff, beta=beta)
-
-
-def window_q_min(*, K, Q, beta=1.0) -> int:
-    """Smallest integer q_last whose share-law margin at τ_1 is ≥ log 3/40 (Theorem 4.2's floor)."""
-    qs = np.arange(1, Q + 1)
-    return int(qs[np.argmax(share_margin(K=K, Q=Q, q_last=qs, beta=beta) >= im_li.MARGIN_WINDOW[0])])
 
 
 def recursion_margin(*, K, Q, q_last, d, eta, steps, beta=1.0):
@@ -100,15 +82,8 @@ def per_value_bound(bound, qs, *, d, vs):
                      for q in qs])
 
 
-def mean_ci(x):
-    """(mean, half-width) of the 95% interval mean ± 1.96·SE over the last axis (seeds)."""
-    x = np.asarray(x, float)
-    return x.mean(-1), Z95 * x.std(-1, ddof=1) / math.sqrt(x.shape[-1])
-
-
 def _spec(fixed, grid, seeds):
-    return {"sweep": {"simulation": "im-li", "seeds": seeds, "chunk_size": 3 * seeds,
-                      "precision": "float64"}, "fixed": fixed, "grid": grid}
+    return im_li_spec(fixed, grid, seeds=seeds, chunk_size=3 * seeds)
 
 
 def _by(cols, axis, values, vs, seeds, metric):
@@ -180,8 +155,7 @@ def exact_status(data) -> dict:
 
 
 def _ci(x, digits=3) -> str:
-    m, h = mean_ci(x)
-    return f"{m:.{digits}f} ± {h:.{digits}f}"
+    return fmt_ci(*mean_ci(x), digits, fixed=True)
 
 
 def _differs(a, b) -> int:

@@ -32,9 +32,11 @@ import math
 import numpy as np
 from scipy import stats
 
-from dpolab.audit.q5_adam import fmt_ci, mean_ci, noise_free_recursion, per_point, sweep_spec
+from dpolab.audit.common import per_point, sweep_spec
 from dpolab.checks.result import CheckResult
+from dpolab.sims.risk import fmt_ci, mean_ci
 from dpolab.theory import im_li
+from dpolab.theory.extensions import dpo_flip_flow, noise_free_recursion
 
 NAME = "q9-flips"
 TITLE = "Q9. Label flips inside the value mixture: does rDPO's 1/(1−2ε) story hold per value, " \
@@ -48,26 +50,6 @@ SETTINGS = {
     False: dict(Q=50, n_test=100, seeds=6, steps=128, Ks=(1, 4, 8), eps=(0.0, 0.1, 0.2, 0.3, 0.4),
                 losses=("dpo", "rdpo", "cdpo"), t_mult=(1.0, 16.0)),
 }
-
-
-def dpo_flip_flow(s, eps):
-    """Noise-free DPO margin m(s) of a clean sample when a fraction ε of labels is flipped: the root
-    of m − log((1−ε−εe^m)/(1−2ε))/ε = 2(1−ε)s on [0, log((1−ε)/ε)) (ε = 0: `im_li.dpo_noise_free`).
-
-    Args: s: β²t/(Kτ), any shape. eps: flip fraction in [0, 1/2).
-    Returns: m(s), same shape as s.
-    """
-    s = np.asarray(s, dtype=float)
-    if eps == 0:
-        return im_li.dpo_noise_free(s, K=1, beta=1.0)
-    top = math.log((1 - eps) / eps)
-    lhs = lambda m: m - np.log((1 - eps - eps * np.exp(m)) / (1 - 2 * eps)) / eps  # noqa: E731
-    lo, hi = np.zeros_like(s), np.full_like(s, top)
-    for _ in range(200):  # bisection: lhs increases from 0 to +∞ on [0, top)
-        mid = (lo + hi) / 2
-        below = lhs(mid) < 2 * (1 - eps) * s
-        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-    return (lo + hi) / 2
 
 
 def flip_risk_model(eps, K, *, v, d, Q, n_test, lb=0.5, draws=4000, seed=0):

@@ -127,7 +127,7 @@ def compile_seconds(spec) -> dict:
 
 
 def _chunk_walls(out: Path) -> dict[int, float]:
-    return {int(p.stem): json.loads(p.read_text())["wall_s"]
+    return {int(p.stem): json.loads(p.read_text())["meta"]["wall_s"]
             for p in (out / "chunks").glob("*.json")}
 
 

@@ -19,12 +19,12 @@ from dpolab.checks.result import CheckResult, verdict
 from dpolab.sims.config import DataSpec, TrainSpec, make_params, theorem_regime
 from dpolab.sims.data import reference_head, sample_dataset, split_keys
 from dpolab.sims.reference import dataset_cross_terms, full_vocab_autodiff, gradient_flow, margin_recursion
+from dpolab.sims.risk import Z999
 from dpolab.sims.train import make_trainer, run_seeds
 from dpolab.theory import im_li, im_li_dynamics
 
 EXACT = 1e-10
 EXACT_WHY = "float64: two exact computations differ only by rounding (~1e-14 here)"
-Z999 = stats.norm.ppf(0.9995)  # two-sided 99.9% normal quantile for Monte-Carlo comparisons
 
 
 def small_problem(seed=7, v=0.2, ref_scale=1.0):

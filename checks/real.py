@@ -11,11 +11,9 @@ import functools
 import math
 
 import numpy as np
-from scipy import stats
 
 from dpolab.checks.result import CheckResult, verdict
-
-Z999 = stats.norm.ppf(0.9995)
+from dpolab.sims.risk import Z999
 
 
 @functools.lru_cache(maxsize=2)

@@ -16,19 +16,12 @@ import numpy as np
 from matplotlib import ticker  # noqa: E402
 
 from dpolab.figures.style import PANEL_SIZE, figure_context, save
+from dpolab.sims.risk import mean_ci
 from dpolab.theory.im_li import LOG3
 
-Z95 = 1.959963984540054
 OPT_COLORS = {"gd": "C0", "adam": "C3"}
 LOSS_COLORS = {"dpo": "C0", "rdpo": "C2", "cdpo": "C4"}
 PRED_STYLE = dict(color="0.35", lw=0.9, ls=":")
-
-
-def _ci(x, axis=-1):
-    x = np.asarray(x, dtype=float)
-    n = x.shape[axis]
-    half = Z95 * x.std(axis=axis, ddof=1) / math.sqrt(n) if n > 1 else np.zeros(x.mean(axis).shape)
-    return x.mean(axis=axis), half
 
 
 def _plain_log_y(ax):
@@ -70,8 +63,8 @@ def plot_q5(data: dict, out_dir) -> list[Path]:
                     style = dict(color=OPT_COLORS[str(opt)], ls="-" if c == 0 else "--",
                                  marker="o" if c == 0 else "s", ms=3.5, capsize=2, lw=1.2)
                     label = f"{'GD' if opt == 'gd' else 'Adam'}, steps {'fixed' if c == 0 else '∝ K'}"
-                    m, mh = _ci(data["margin_mean"][r, o, c])
-                    q, qh = _ci(data["test_risk"][r, o, c])
+                    m, mh = mean_ci(data["margin_mean"][r, o, c])
+                    q, qh = mean_ci(data["test_risk"][r, o, c])
                     ax_m.errorbar(Ks, m, yerr=mh, label=label, **style)
                     ax_m.plot(Ks, data["margin_pred"][r, o, c], **(PRED_STYLE | {"color": style["color"]}))
                     ax_r.errorbar(Ks, q, yerr=qh, label=label, **style)
@@ -125,11 +118,11 @@ def plot_q6(data: dict, out_dir) -> list[Path]:
         for r, regime in enumerate(data["regimes"]):
             col = REGIME_COLORS[r]
             lab = f"{regime} (K = {data['K'][r]:g}, Q = {data['Q'][r]:g}, v = {data['v'][r]:.2g})"
-            m, mh = _ci(data["margin_mean"][r])
+            m, mh = mean_ci(data["margin_mean"][r])
             lo, hi = data["margin_min"][r].mean(axis=1), data["margin_max"][r].mean(axis=1)
             ax_m.errorbar(t, m, yerr=mh, color=col, marker="o", ms=3, capsize=2, label=lab)
             ax_m.fill_between(t, lo, hi, color=col, alpha=0.15, lw=0)
-            w, wh = _ci(data["in_window"][r])
+            w, wh = mean_ci(data["in_window"][r])
             ax_w.errorbar(t, w, yerr=wh, color=col, marker="o", ms=3, capsize=2)
             loss = data["final_loss"][r].mean(axis=1)
             ax_l.plot(t, loss, color=col, marker="o", ms=3)
@@ -200,8 +193,8 @@ def plot_q7(data: dict, out_dir) -> list[Path]:
         for b, beta in enumerate(betas):
             for k, K in enumerate(Ks):
                 col, mk = pal[K if float(K).is_integer() else K], BETA_MARKERS[b % len(BETA_MARKERS)]
-                g, gh = _ci(data["gd_margin_mean"][b, k])
-                a, ah = _ci(data["adam_margin_mean"][b, k])
+                g, gh = mean_ci(data["gd_margin_mean"][b, k])
+                a, ah = mean_ci(data["adam_margin_mean"][b, k])
                 bt = beta * s * K / beta**2  # βt with t = sK/β² (τ = 1)
                 ax_g.errorbar(s, g, yerr=gh, color=col, marker=mk, ls="none", ms=4, mfc="none", capsize=2)
                 ax_a.errorbar(s, a, yerr=ah, color=col, marker=mk, ls="none", ms=4, mfc="none", capsize=2)
@@ -234,7 +227,7 @@ def plot_q7(data: dict, out_dir) -> list[Path]:
         ax_bt.set_xlabel(r"$\beta t$ (Adam's scale, $t = n\eta$)")
         ax_bt.set_ylabel("mean train margin")
         ax_bt.set_title(r"(c) Adam against $\beta t$")
-        dev, dh = _ci(data["B_margin_mean"] / data["B_flow"] - 1)
+        dev, dh = mean_ci(data["B_margin_mean"] / data["B_flow"] - 1)
         ax_d.errorbar(data["B_h"], dev, yerr=dh, color="C0", marker="o", ls="none", capsize=2,
                       label=f"GD, η = {data['B_eta']:.3g}, K = {data['B_K']:g} (β labelled)")
         for i, (h, y, beta) in enumerate(zip(data["B_h"], dev, data["B_betas"])):
@@ -280,8 +273,8 @@ def plot_q9(data: dict, out_dir) -> list[Path]:
             col = LOSS_COLORS.get(loss, "C7")
             for j in (0, len(tm) - 1):
                 ls = "-" if j == 0 else "--"
-                m, mh = _ci(pool(data["test_margin_mean"][l, :, :, 0, j]))
-                q, qh = _ci(pool(data["test_risk"][l, :, :, 1, j]))
+                m, mh = mean_ci(pool(data["test_margin_mean"][l, :, :, 0, j]))
+                q, qh = mean_ci(pool(data["test_risk"][l, :, :, 1, j]))
                 lab = f"{names.get(loss, loss)}, t = {tm[j]:g}τ$_1$"
                 ax_m.errorbar(eps, m, yerr=mh, color=col, ls=ls, marker="o", ms=3, capsize=2, label=lab)
                 ax_m.plot(eps, data["margin_pred"][l, :, j], **(PRED_STYLE | {"color": col}))
@@ -292,8 +285,8 @@ def plot_q9(data: dict, out_dir) -> list[Path]:
                                  ("risk_model", data["risk_model"][:, :, 0].mean(axis=1))):
                     rows[key].append(np.broadcast_to(np.asarray(val, dtype=float), eps.shape))
         d = losses.index("dpo")  # at τ_1 the three losses coincide (same data, same direction)
-        w, wh = _ci(data["test_risk_worst"][d, -1, :, 1, 0])
-        a, ah = _ci(data["test_risk"][d, -1, :, 1, 0])
+        w, wh = mean_ci(data["test_risk_worst"][d, -1, :, 1, 0])
+        a, ah = mean_ci(data["test_risk"][d, -1, :, 1, 0])
         ax_w.errorbar(Ks, w, yerr=wh, color=LOSS_COLORS["dpo"], marker="o", ms=3, capsize=2,
                       label="measured (DPO): worst value")
         ax_w.errorbar(Ks, a, yerr=ah, color=LOSS_COLORS["dpo"], marker="s", ms=3, capsize=2, ls=":",

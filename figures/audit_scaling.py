@@ -10,7 +10,6 @@ References:
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt  # noqa: E402  (after dpolab.figures.style selected the Agg backend)
@@ -18,6 +17,7 @@ import numpy as np
 from matplotlib import ticker  # noqa: E402
 
 from dpolab.figures.style import figure_context, k_palette, save
+from dpolab.sims.risk import mean_ci
 from dpolab.theory.im_li import LOG3
 
 #: Q1 regimes in the order of the stored arrays, with their panel titles.
@@ -158,11 +158,6 @@ def _draw_q_emp(ax, data, regimes, grid, titles) -> dict:
     return qrows
 
 
-def _mean_ci(x):
-    x = np.asarray(x, float)
-    return x.mean(-1), 1.959963984540054 * x.std(-1, ddof=1) / math.sqrt(x.shape[-1])
-
-
 def plot_unbalanced(data: dict, out_dir) -> list[Path]:
     """Q8: (a) minority and majority margins at τ_1 vs q_last with the share law and the v = 0
     recursion, (b) test risks at the noisy level, (c) per-value bounds at the minority's own Q.
@@ -184,7 +179,7 @@ def plot_unbalanced(data: dict, out_dir) -> list[Path]:
                 label="minority, $v$ = 0")
         for key, color, label in (("minority_margin", "C0", "minority"),
                                   ("majority_margin", "C3", "majority")):
-            m, h = _mean_ci(data[key][:, 1])
+            m, h = mean_ci(data[key][:, 1])
             ax.errorbar(q, m, yerr=h, ls="", marker="s", ms=3, color=color, capsize=2,
                         label=f"{label}, $v$ = {vs[1]:.3f}")
             table[f"{key}_v{vs[1]:.4f}"], table[f"{key}_v{vs[1]:.4f}_ci"] = m, h
@@ -202,7 +197,7 @@ def plot_unbalanced(data: dict, out_dir) -> list[Path]:
                 ("minority_risk", "C0", "o", "minority"), ("own_risk", "C2", "s", "balanced, own $Q$"),
                 ("total_risk", "C4", "D", "balanced, equal total"),
                 ("majority_risk", "C3", "^", f"majority ($Q$ = {int(data['Q'])})")):
-            m, h = _mean_ci(data[key][:, j])
+            m, h = mean_ci(data[key][:, j])
             ax.errorbar(q, m, yerr=h, marker=marker, ms=3, lw=0.9, capsize=2, color=color, label=label)
             table[f"{key}_v{vs[j]:g}"], table[f"{key}_v{vs[j]:g}_ci"] = m, h
         _q_axis(ax, q, r"minority $q_{\rm last}$ per cluster")
@@ -217,7 +212,7 @@ def plot_unbalanced(data: dict, out_dir) -> list[Path]:
             ax.plot(q, data["bound_refined_own"][:, jj], color=color, ls=":", marker="x", ms=4,
                     label=f"refined, own $Q$, $v$ = {vs[jj]:.3g}")
             table[f"bound_refined_own_v{vs[jj]:.4g}"] = data["bound_refined_own"][:, jj]
-        m, _ = _mean_ci(data["minority_risk"][:, 2])
+        m, _ = mean_ci(data["minority_risk"][:, 2])
         ax.plot(q, np.maximum(m, 1e-4), color="C3", marker="o", ms=3, lw=0.9,
                 label=f"measured minority risk, $v$ = {vs[2]:g}")
         ax.axhline(1.0, color="0.5", lw=0.8)

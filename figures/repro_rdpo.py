@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after dpolab.figures.style selec
 import numpy as np
 from matplotlib import ticker  # noqa: E402
 
-from dpolab.figures.repro_tables import mean_ci
 from dpolab.figures.style import figure_context, k_palette, save
+from dpolab.sims.risk import Z95, mean_ci
 
 LOSSES = ("dpo", "cdpo", "rdpo")
 LOSS_LABELS = {"dpo": "DPO", "cdpo": "cDPO", "rdpo": "rDPO"}
@@ -32,13 +32,13 @@ def rmse_ci(errors, axis=-1):
         errors: array of non-negative errors; `axis` holds the seeds (≥ 2).
 
     Returns:
-        (rmse, lo, hi), arrays with `axis` removed; lo = √max(MSE − 1.96·SE, 0), hi = √(MSE +
-        1.96·SE), SE = sd(e²)/√seeds.
+        (rmse, lo, hi), arrays with `axis` removed; lo = √max(MSE − z·SE, 0), hi = √(MSE + z·SE),
+        SE = sd(e²)/√seeds, z = Z95.
     """
     sq = np.asarray(errors, dtype=np.float64) ** 2
     mse = sq.mean(axis=axis)
     se = sq.std(axis=axis, ddof=1) / np.sqrt(sq.shape[axis])
-    return np.sqrt(mse), np.sqrt(np.maximum(mse - 1.96 * se, 0.0)), np.sqrt(mse + 1.96 * se)
+    return np.sqrt(mse), np.sqrt(np.maximum(mse - Z95 * se, 0.0)), np.sqrt(mse + Z95 * se)
 
 
 def _reference_line(ax, ns, anchor, slope, label, style):

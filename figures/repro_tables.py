@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after dpolab.figures.style selec
 import numpy as np
 
 from dpolab.figures.style import PANEL_SIZE, figure_context, k_palette, save, write_csv
+from dpolab.sims.risk import mean_ci
 
 MODEL_COLORS = ("C0", "C3")
 
@@ -75,13 +76,6 @@ def plot_full_ft_tables(table: dict, fits: dict, out_dir) -> list[Path]:
         fit_table[f"log2K_{key}"] = np.array([fits[m]["log2K"][key] for m in models])
     paths.append(write_csv(Path(out_dir) / "tables_full_ft_fits.csv", fit_table))
     return paths
-
-
-def mean_ci(samples, axis=-1):
-    """Mean over `axis` and the half-width 1.96·sd/√m of a normal 95% interval (m = seeds)."""
-    samples = np.asarray(samples, dtype=np.float64)
-    half = 1.96 * samples.std(axis=axis, ddof=1) / np.sqrt(samples.shape[axis])
-    return samples.mean(axis=axis), half
 
 
 def plot_mixture_error(data: dict, out_dir) -> list[Path]:

@@ -1,15 +1,43 @@
-"""Monte-Carlo population risk R(P) = P(r ≤ 0) on fresh samples, with exact binomial intervals."""
+"""Statistics of the checks, the audit and the figures, one definition each: normal quantiles, the
+mean ± z·SE interval over seeds and its text form, exact binomial (Clopper–Pearson) intervals; and the
+Monte-Carlo population risk R(P) = P(r ≤ 0) of a trained head on fresh samples.
+
+The statistics are numpy/scipy only and JAX is imported only when `monte_carlo_risk` runs, so the
+figures (which must load without JAX) can use this module.
+"""
 from __future__ import annotations
 
 import functools
+import math
 
-import jax
-import jax.numpy as jnp
-from scipy import stats
+import numpy as np
+from scipy import special, stats
 
-from dpolab.sims.config import DataSpec, SimParams
-from dpolab.sims.data import sample_dataset
-from dpolab.sims.train import reward_margins
+#: Two-sided normal quantiles: 95% (z = 1.95996…, the "1.96") and 99.9% (z = 3.29…).
+Z95 = float(special.ndtri(0.975))
+Z999 = float(special.ndtri(0.9995))
+
+
+def mean_ci(x, axis=-1, z=Z95):
+    """(mean, half-width z·sd/√n) over `axis` (the seeds): the normal interval mean ± half.
+
+    Args:
+      x: samples; axis: the axis of the n independent repeats; z: the two-sided quantile (95%).
+    Returns:
+      (mean, half), arrays with `axis` removed; half is NaN where n < 2 (no spread to estimate).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[axis]
+    if n < 2:
+        return x.mean(axis=axis), np.full(x.mean(axis=axis).shape, np.nan)
+    return x.mean(axis=axis), z * x.std(axis=axis, ddof=1) / math.sqrt(n)
+
+
+def fmt_ci(mean, half, digits=3, *, fixed=False):
+    """'m ± h': `digits` significant digits for m and 2 for h, or (fixed) `digits` decimals for both."""
+    if fixed:
+        return f"{mean:.{digits}f} ± {half:.{digits}f}"
+    return f"{mean:.{digits}g} ± {half:.2g}"
 
 
 def clopper_pearson(errors: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -21,7 +49,13 @@ def clopper_pearson(errors: int, n: int, level: float = 0.95) -> tuple[float, fl
 
 
 @functools.lru_cache(maxsize=32)
-def _error_counter(spec: DataSpec, per_cluster: int):
+def _error_counter(spec, per_cluster: int):
+    import jax
+    import jax.numpy as jnp
+
+    from dpolab.sims.data import sample_dataset
+    from dpolab.sims.train import reward_margins
+
     def count(key, params, delta_w, split):
         fresh = sample_dataset(key, spec, params, split=split, per_cluster=(per_cluster,) * spec.K)
         return jnp.sum(reward_margins(fresh, delta_w, params.beta) <= 0)
@@ -29,13 +63,13 @@ def _error_counter(spec: DataSpec, per_cluster: int):
     return jax.jit(count)
 
 
-def monte_carlo_risk(key, spec: DataSpec, params: SimParams, delta_w, *, n_samples: int,
+def monte_carlo_risk(key, spec, params, delta_w, *, n_samples: int,
                      batch: int = 20_000, level: float = 0.95):
     """Test risk of a trained head on ≥ n_samples fresh samples of the same mixture.
 
     Args:
       key: the mixture's PRNG key (the one its training set was drawn with: same concepts).
-      spec, params: the mixture. delta_w: (2P, d) trained used rows.
+      spec, params: the mixture (`DataSpec`, `SimParams`). delta_w: (2P, d) trained used rows.
       n_samples: at least this many fresh samples, drawn in batches of about `batch`.
     Returns:
       (risk, (low, high), n): the error fraction, its Clopper–Pearson interval, the sample count.

@@ -20,6 +20,13 @@ def audit_quick(tmp_path_factory):
     return _run_cli("audit", tmp_path_factory.mktemp("audit") / "out")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test that uses an end-to-end fixture is `slow` (deselect with -m "not slow")."""
+    for item in items:
+        if {"repro_quick", "audit_quick"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def _run_cli(command, out):
     import json
 

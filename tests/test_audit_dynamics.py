@@ -1,8 +1,6 @@
 """Audit questions Q5 (Adam vs GD), Q6 (after τ_1), Q7 (β) and Q9 (flips): their pure functions,
 and their files and report sections in one `dpolab audit --quick` run (the `audit_quick` fixture)."""
 import math
-import re
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +12,7 @@ from dpolab.audit import q5_adam, q6_after_tau1, q7_beta, q9_flips
 from dpolab.sims.config import DataSpec, make_params
 from dpolab.sims.data import sample_dataset
 from dpolab.sims.reference import dataset_cross_terms, margin_recursion
+from dpolab.theory import extensions as closed_forms
 from dpolab.theory import im_li
 
 MODULES = {m.NAME: m for m in (q5_adam, q6_after_tau1, q7_beta, q9_flips)}
@@ -23,11 +22,16 @@ NUMBER = {"q5-adam": 5, "q6-after-tau1": 6, "q7-beta": 7, "q9-flips": 9}
 # ---- pure functions ------------------------------------------------------------------------------
 
 def test_mean_ci_matches_the_normal_interval():
+    from dpolab.sims.risk import fmt_ci, mean_ci
+
     x = np.array([[1.0, 2.0, 4.0, 7.0], [0.0, 0.0, 0.0, 0.0]])
-    mean, half = q5_adam.mean_ci(x)
+    mean, half = mean_ci(x)
     assert mean == pytest.approx([3.5, 0.0])
     sd = np.sqrt(((x[0] - 3.5) ** 2).sum() / 3)
     assert half == pytest.approx([stats.norm.ppf(0.975) * sd / 2, 0.0], rel=1e-12)
+    assert np.isnan(mean_ci(np.ones((2, 1)))[1]).all()  # one seed: no interval, never a zero width
+    assert mean_ci(x.T, axis=0)[1] == pytest.approx(half, rel=1e-15)
+    assert fmt_ci(3.5, 0.01234) == "3.5 ± 0.012" and fmt_ci(3.5, 0.01234, 2, fixed=True) == "3.50 ± 0.01"
 
 
 def test_kendall_per_seed_orders_and_ties():
@@ -49,7 +53,7 @@ def test_noise_free_recursion_converges_to_the_flow_at_rate_one():
     s = 1.0
     errors = []
     for n in (100, 200, 400, 800):
-        r = q5_adam.noise_free_recursion(2 * s / n, n)[-1]
+        r = closed_forms.noise_free_recursion(2 * s / n, n)[-1]
         errors.append(abs(r - im_li.dpo_noise_free(s, K=1, beta=1.0)))
     slope = stats.linregress(np.log([100, 200, 400, 800]), np.log(errors)).slope
     assert -1.1 < slope < -0.9  # first-order method: slope −1 (band: ±0.1 for the O(h²) remainder)
@@ -65,7 +69,7 @@ def test_noise_free_recursion_is_the_exact_gd_recursion_without_noise(tokens):
     r, _ = margin_recursion(dataset_cross_terms(data, data), jnp.zeros((1, data.g.shape[0])),
                             beta=1.3, eta=0.05, steps=30)
     h = 2 * 0.05 * 1.3**2 / spec.K
-    expected = q5_adam.noise_free_recursion(h, 30)
+    expected = closed_forms.noise_free_recursion(h, 30)
     np.testing.assert_allclose(np.asarray(r), np.repeat(expected[:, None], r.shape[1], 1), rtol=1e-12,
                                atol=1e-14)  # float64 rounding of 30 steps
 
@@ -73,38 +77,38 @@ def test_noise_free_recursion_is_the_exact_gd_recursion_without_noise(tokens):
 def test_rdpo_drift_with_matching_flips_is_the_clean_drift():
     """(1−ε)[σ(−m) + c] − ε[σ(m) + c] = σ(−m) for c = ε/(1−2ε): rDPO restores the clean dynamics."""
     h = np.array([0.01, 0.3])
-    clean = q5_adam.noise_free_recursion(h, 200)
+    clean = closed_forms.noise_free_recursion(h, 200)
     for eps in (0.1, 0.3, 0.45):
-        robust = q5_adam.noise_free_recursion(h, 200, loss="rdpo", flip=eps, eps=eps)
+        robust = closed_forms.noise_free_recursion(h, 200, loss="rdpo", flip=eps, eps=eps)
         np.testing.assert_allclose(robust, clean, rtol=1e-12, atol=1e-14)
     # the check can fail: DPO with flips does not restore it
-    assert not np.allclose(q5_adam.noise_free_recursion(h, 200, flip=0.3), clean, rtol=1e-3)
+    assert not np.allclose(closed_forms.noise_free_recursion(h, 200, flip=0.3), clean, rtol=1e-3)
 
 
 def test_dpo_flip_flow_solves_its_equation_and_limits():
     eps = 0.2
     s = np.array([0.01, 0.5, 3.0, 100.0])  # at s = 100 the gap to saturation is ~e^{−2ε(1−ε)s}
-    m = q9_flips.dpo_flip_flow(s, eps)
+    m = closed_forms.dpo_flip_flow(s, eps)
     lhs = m - np.log((1 - eps - eps * np.exp(m)) / (1 - 2 * eps)) / eps
     # (near saturation the log term is ill-conditioned: the equation is checked away from it)
     np.testing.assert_allclose(lhs[:3], 2 * (1 - eps) * s[:3], rtol=1e-9)
     assert m[-1] == pytest.approx(math.log((1 - eps) / eps), rel=1e-6)  # saturation
     # the small-h recursion with flips converges to this flow; ε → 0 gives the clean closed form
     n = 4000
-    assert q5_adam.noise_free_recursion(2 * 3.0 / n, n, flip=eps)[-1] == pytest.approx(m[2], rel=2e-3)
+    assert closed_forms.noise_free_recursion(2 * 3.0 / n, n, flip=eps)[-1] == pytest.approx(m[2], rel=2e-3)
     # ε = 1e-6: the flow moves by O(ε); the 1/ε in the equation costs ~1e-16/ε of cancellation
-    assert q9_flips.dpo_flip_flow(s, 1e-6) == pytest.approx(im_li.dpo_noise_free(s, K=1, beta=1.0), rel=1e-4)
-    assert q9_flips.dpo_flip_flow(s, 0.0) == pytest.approx(im_li.dpo_noise_free(s, K=1, beta=1.0))
+    assert closed_forms.dpo_flip_flow(s, 1e-6) == pytest.approx(im_li.dpo_noise_free(s, K=1, beta=1.0), rel=1e-4)
+    assert closed_forms.dpo_flip_flow(s, 0.0) == pytest.approx(im_li.dpo_noise_free(s, K=1, beta=1.0))
 
 
 def test_early_dpo_signal_scales_by_one_minus_two_eps():
     h, eps = 1e-4, 0.3
-    assert q5_adam.noise_free_recursion(h, 1, flip=eps)[-1] == pytest.approx((1 - 2 * eps) * h / 2, rel=1e-12)
+    assert closed_forms.noise_free_recursion(h, 1, flip=eps)[-1] == pytest.approx((1 - 2 * eps) * h / 2, rel=1e-12)
 
 
 def test_exit_time_ratio_is_where_the_closed_form_reaches_log3():
     K, beta = 3, 0.7
-    t = q6_after_tau1.exit_time_ratio() * im_li.tau_1(K=K, beta=beta)
+    t = closed_forms.exit_time_ratio() * im_li.tau_1(K=K, beta=beta)
     assert im_li.dpo_noise_free(t, K=K, beta=beta) == pytest.approx(math.log(3), rel=1e-12)
 
 
@@ -120,7 +124,7 @@ def test_euler_threshold_is_the_first_step_count_within_tolerance():
     s = 4 * math.log(3) / 5
     n, h = q7_beta.euler_threshold(s, tol=0.05)
     flow = im_li.dpo_noise_free(s, K=1, beta=1.0)
-    dev = lambda k: abs(q5_adam.noise_free_recursion(2 * s / k, k)[-1] / flow - 1)  # noqa: E731
+    dev = lambda k: abs(closed_forms.noise_free_recursion(2 * s / k, k)[-1] / flow - 1)  # noqa: E731
     assert h == pytest.approx(2 * s / n) and dev(n) <= 0.05 < dev(n - 1)
 
 
@@ -162,35 +166,6 @@ def test_flip_risk_model_limits():
 def _data(out, name):
     with np.load(out / name / "data.npz", allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
-
-
-@pytest.mark.parametrize("name", list(MODULES))
-def test_quick_audit_files_and_report(audit_quick, name, tmp_path):
-    manifest, out = audit_quick
-    entry = manifest["items"][name]
-    assert entry["status"] == "done"
-    for ext in ("png", "pdf", "csv"):
-        assert any(f.endswith(f".{ext}") for f in entry["files"]), ext
-    data = _data(out, name)
-    module = MODULES[name]
-    text = module.report(data)
-    assert text.startswith(f"## Q{NUMBER[name]}. ")
-    assert text.count("**Verdict:**") == 1
-    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
-        assert (out / link).exists(), link
-    assert f"## Q{NUMBER[name]}." in (out / "audit.md").read_text()
-    result = module.finding(data)
-    assert result.id == f"audit/{name}" and result.verdict in ("pass", "finding", "fail")
-    # numbers come from the data: changing a stored metric changes the text
-    key = {"q5-adam": "margin_mean", "q6-after-tau1": "margin_mean", "q7-beta": "gd_margin_mean",
-           "q9-flips": "test_margin_mean"}[name]
-    assert module.report(data | {key: data[key] * 1.37}) != text
-    # CSVs are byte-identical when rendered again from the store
-    ctx = type("Ctx", (), {"dir": tmp_path})()
-    for path in module.render(data, ctx):
-        if path.suffix == ".csv":
-            assert path.read_bytes() == (out / name / path.name).read_bytes(), path.name
-    shutil.rmtree(tmp_path)
 
 
 def test_quick_q5_orderings(audit_quick):
