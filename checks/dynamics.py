@@ -163,9 +163,10 @@ def sandwich(quick):
         lo_ratio = min(lo_ratio, float(np.min(r / r_l)))
         hi_ratio = max(hi_ratio, float(np.max(r / r_u)))
         tag = f"K{K}_beta{beta:g}"
-        artifacts.update({f"{tag}_t": np.asarray(traj.t[0]), f"{tag}_margins": np.asarray(traj.margins[0]),
-                          f"{tag}_r_lower": im_li.r_lower(np.asarray(traj.t[0]), K=K, beta=beta),
-                          f"{tag}_r_upper": im_li.r_upper(np.asarray(traj.t[0]), K=K, beta=beta)})
+        every = np.asarray(traj.margins)  # (seeds, C, N)
+        artifacts.update({f"{tag}_t": np.asarray(traj.t[0]), f"{tag}_margins": every[0],
+                          f"{tag}_min": every.min(axis=(0, 2)), f"{tag}_max": every.max(axis=(0, 2)),
+                          "Q": np.float64(min(spec.q_per_value)), "seeds": np.float64(every.shape[0])})
         conds.append(f"K={K}, β={beta}: " + _conditions_text(spec, params))
     ok = lo_ratio >= 1.0 and hi_ratio <= 1.0
     return CheckResult(

@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from dpolab.figures.repro_im_li import plot_samples_per_value, plot_simulated_risk
+from dpolab.figures.im_li import plot_samples_per_value, plot_simulated_risk
 from dpolab.sims.risk import clopper_pearson
 from dpolab.theory import im_li
 

@@ -27,7 +27,7 @@ import dataclasses
 
 import numpy as np
 
-from dpolab.figures.repro_im_li import plot_margin_collapse, plot_sandwich_panels
+from dpolab.figures.im_li import plot_margin_collapse, plot_sandwich_panels
 from dpolab.sims.config import theorem_regime
 from dpolab.sims.train import run_seeds
 from dpolab.theory import im_li

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from dpolab.checks.generalization import bound_status, risk_at_tau1
-from dpolab.figures.repro_im_li import STATUS, plot_risk_vs_bounds
+from dpolab.figures.im_li import STATUS, plot_risk_vs_bounds
 from dpolab.sims.config import theorem_regime
 from dpolab.theory import im_li
 

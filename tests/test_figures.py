@@ -3,6 +3,7 @@ are byte-identical, and nothing in figures/ pulls in jax or the simulation layer
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,11 +25,11 @@ def _write_results(d, *, skip=()):
             t = np.linspace(0.0, tau1, 11)
             s = beta**2 * t / K
             growth = 0.8 + 0.4 * rng.random(N)
-            arrays.update({f"K{K}_beta{beta:g}_t": t,
-                           f"K{K}_beta{beta:g}_margins": s[:, None] * growth[None, :],
-                           f"K{K}_beta{beta:g}_r_lower": s / 8,
-                           f"K{K}_beta{beta:g}_r_upper": 5 * s})
-        np.savez(d / "im-li__thm4.2-sandwich.npz", **arrays)
+            margins = s[:, None] * growth[None, :]
+            arrays.update({f"K{K}_beta{beta:g}_t": t, f"K{K}_beta{beta:g}_margins": margins,
+                           f"K{K}_beta{beta:g}_min": 0.9 * margins.min(1),
+                           f"K{K}_beta{beta:g}_max": 1.1 * margins.max(1)})
+        np.savez(d / "im-li__thm4.2-sandwich.npz", Q=20.0, seeds=3.0, **arrays)
     if "q_star" not in skip:
         K = np.array([1, 2, 5, 10, 100, 1000])
         simple = np.array([700.0, 760, 820, 880, 1010, 1140])
@@ -48,7 +49,7 @@ def _write_results(d, *, skip=()):
     return d
 
 
-EXPECTED = ("sandwich", "margin_collapse", "q_star", "shared_tokens", "gd_to_flow")
+EXPECTED = ("thm42_sandwich", "thm42_collapse", "q_star", "shared_tokens", "gd_to_flow")
 
 
 @pytest.fixture(scope="module")
@@ -90,23 +91,33 @@ def test_q_star_csv_holds_the_input(two_runs):
                                    880 + 45 * np.log(z["K"] / 10.0), rtol=1e-13)
 
 
-def test_sandwich_csv_is_long_format_of_the_input(two_runs):
+def test_thm42_csvs_hold_the_check_arrays_in_the_repro_layout(two_runs):
+    """The verify check's arrays are drawn by the repro item's plotters: the CSVs hold them in
+    long format, with r_L, r_U, τ_1 and the noise-free closed form computed here by hand."""
+    from scipy.special import lambertw
+
     results, paths, _ = two_runs
-    table = read_csv(next(p for p in paths if p.name == "sandwich.csv"))
-    assert list(table) == ["config", "K", "beta", "t", "margin_mean", "margin_min", "margin_max",
-                           "r_lower", "r_upper"]
+    table = read_csv(next(p for p in paths if p.name == "thm42_sandwich.csv"))
+    assert list(table) == ["config", "K", "beta", "tau_1", "curve", "t", "margin", "r_lower", "r_upper"]
+    collapse = read_csv(next(p for p in paths if p.name == "thm42_collapse.csv"))
     with np.load(results / "im-li__thm4.2-sandwich.npz") as z:
-        assert len(table["t"]) == sum(len(z[k]) for k in z.files if k.endswith("_t"))
+        t, r = z["K4_beta0.5_t"], z["K4_beta0.5_margins"]
         rows = (table["K"] == 4) & (table["beta"] == 0.5)
-        r = z["K4_beta0.5_margins"]
-        np.testing.assert_array_equal(table["t"][rows], z["K4_beta0.5_t"])
-        np.testing.assert_array_equal(table["margin_mean"][rows], r.mean(1))
-        np.testing.assert_array_equal(table["margin_min"][rows], r.min(1))
-        np.testing.assert_array_equal(table["margin_max"][rows], r.max(1))
-        np.testing.assert_array_equal(table["r_upper"][rows], z["K4_beta0.5_r_upper"])
-    collapse = read_csv(next(p for p in paths if p.name == "margin_collapse.csv"))
-    rows = (collapse["K"] == 4) & (collapse["beta"] == 0.5)
-    np.testing.assert_allclose(collapse["s"][rows], 0.25 * table["t"][(table["K"] == 4) & (table["beta"] == 0.5)] / 4)
+        for i in range(r.shape[1]):
+            np.testing.assert_array_equal(table["margin"][rows & (table["curve"] == i)], r[:, i])
+        np.testing.assert_array_equal(table["margin"][rows & (table["curve"] == -1)], z["K4_beta0.5_min"])
+        np.testing.assert_array_equal(table["margin"][rows & (table["curve"] == -2)], z["K4_beta0.5_max"])
+        first = rows & (table["curve"] == 0)
+        np.testing.assert_allclose(table["r_lower"][first], 0.25 * t / 32, rtol=1e-15)
+        np.testing.assert_allclose(table["r_upper"][first], 5 * 0.25 * t / 4, rtol=1e-15)
+        np.testing.assert_allclose(table["tau_1"][rows], 4 * LOG3 / (5 * 0.25), rtol=1e-15)
+        c = (collapse["K"] == 4) & (collapse["beta"] == 0.5)
+        s = 0.25 * t / 4
+        np.testing.assert_allclose(collapse["s"][c], s, rtol=1e-15)
+        np.testing.assert_array_equal(collapse["margin_mean"][c], r.mean(1))
+        closed = 1 + 2 * s - lambertw(np.exp(1 + 2 * s)).real  # r + e^r = 1 + 2s
+        np.testing.assert_allclose(collapse["closed_form"][c], closed, rtol=1e-12, atol=1e-15)
+        assert len(collapse["s"]) == sum(len(z[k]) for k in z.files if k.endswith("_t"))
 
 
 def test_shared_tokens_and_gd_csv(two_runs):
@@ -158,8 +169,12 @@ def test_save_closes_the_figure(tmp_path):
     assert not plt.fignum_exists(fig.number)
 
 
-def test_figures_does_not_import_jax_or_sims():
-    code = ("import sys, dpolab.figures.im_li, dpolab.figures.style; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'sims')]; "
+def test_figures_does_not_import_jax_or_the_simulations():
+    """Importing every figures module loads no JAX and no simulation code (the statistics of
+    `dpolab.sims.risk` are numpy/scipy only)."""
+    names = sorted(p.stem for p in Path(im_li.__file__).parent.glob("*.py") if p.stem != "__init__")
+    code = (f"import sys; import {', '.join('dpolab.figures.' + n for n in names)}; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib') or "
+            "(m.startswith('dpolab.sims.') and m != 'dpolab.sims.risk')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
