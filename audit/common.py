@@ -102,7 +102,7 @@ def pooled_risk_ci(risk, n_per_seed, point):
 
 def summarize(cols) -> dict:
     """Per grid point of one sweep (columns `cols` of its summary): measured metrics with 95%
-    intervals (sandwich and margins: mean ± 1.96·SE over seeds; risks: pooled Clopper–Pearson),
+    intervals (sandwich and margins: mean ± Z95·SE over seeds; risks: pooled Clopper–Pearson),
     both bounds, and the mean field (`mean_field`, `mean_field_sandwich`; the noise spectrum of
     `dpolab.sims.data.low_rank_spectrum` where noise_rank > 0)."""
     point = cols["point"]

@@ -10,6 +10,7 @@ the session's `repro --quick` and `audit --quick` runs, one test per item:
   its registry result carries the question's id.
 """
 import re
+import types
 
 import numpy as np
 import pytest
@@ -51,21 +52,23 @@ def _check_item(run, module, tmp_path):
                                                   if k in {p.name for p in rendered}}, "re-render differs"
     again = _csvs(rendered)
     assert again
-    # the numbers come from the store: change the largest float array, a CSV changes
+    # the numbers come from the store: nudge one stored float array (largest first) by a relative
+    # 1e-6, and a CSV changes (an array the plotter rejects or rounds away: try the next one)
     floats = sorted((k for k, v in data.items() if v.dtype.kind == "f" and v.size and np.isfinite(v).any()),
                     key=lambda k: -data[k].size)
     changed = False
-    for key in floats[:4]:
-        ctx.dir = tmp_path / f"changed_{len(key)}_{floats.index(key)}"
+    for i, key in enumerate(floats):
+        ctx.dir = tmp_path / f"changed{i}"
         ctx.dir.mkdir()
+        nudged = data[key] + 1e-6 * (np.abs(data[key]) + 1.0)
         try:
-            moved = _csvs(module.render(data | {key: data[key] * 1.37 + 0.01}, ctx))
-        except (ValueError, KeyError, IndexError):  # the plotter validated the changed numbers
+            moved = _csvs(module.render(data | {key: nudged}, ctx))
+        except (ValueError, KeyError, IndexError, ZeroDivisionError):  # the plotter validated the numbers
             continue
         if moved != again:
             changed = True
             break
-    assert changed, f"{module.NAME}: no CSV follows the stored numbers {floats[:4]}"
+    assert changed, f"{module.NAME}: no CSV follows any stored float array"
     return data, out
 
 
@@ -85,3 +88,13 @@ def test_audit_item_contract(audit_quick, module, tmp_path):
     assert text.strip() in (out / "audit.md").read_text()
     result = module.finding(data)
     assert result.id == f"audit/{module.NAME}" and result.verdict in ("pass", "finding", "fail")
+
+
+def test_the_contract_catches_a_render_that_ignores_the_store(repro_quick, tmp_path):
+    """Mutant: a render that reads its numbers from elsewhere (here: the store on disk, whatever
+    it is given) keeps every file and byte-identical re-renders, and must still fail the contract."""
+    real = REPRO["mixture-error"]
+    fake = types.SimpleNamespace(NAME=real.NAME, TITLE=real.TITLE,
+                                 render=lambda data, ctx: real.render(_stored(repro_quick[1], real.NAME), ctx))
+    with pytest.raises(AssertionError, match="no CSV follows"):
+        _check_item(repro_quick, fake, tmp_path)
