@@ -48,13 +48,20 @@ def clopper_pearson(errors: int, n: int, level: float = 0.95) -> tuple[float, fl
     return lo, hi
 
 
+def reward_margins(data, delta_w, beta):
+    """Margins of `data` under a trained head (`dpolab.sims.train.reward_margins`, imported here
+    when a risk is measured, so the statistics above load without JAX)."""
+    from dpolab.sims.train import reward_margins as margins
+
+    return margins(data, delta_w, beta)
+
+
 @functools.lru_cache(maxsize=32)
 def _error_counter(spec, per_cluster: int):
     import jax
     import jax.numpy as jnp
 
     from dpolab.sims.data import sample_dataset
-    from dpolab.sims.train import reward_margins
 
     def count(key, params, delta_w, split):
         fresh = sample_dataset(key, spec, params, split=split, per_cluster=(per_cluster,) * spec.K)
