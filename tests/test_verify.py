@@ -144,3 +144,20 @@ def test_force_refuses_a_directory_that_is_not_a_verify_run(tmp_path):
     (tmp_path / "mine.txt").write_text("precious")
     assert main(["verify", "--quick", "--only", "q-star", "--out", str(tmp_path), "--force"]) == 2
     assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+def test_a_bug_is_shown_as_a_bug_not_as_bad_input(monkeypatch, capsys, tmp_path):
+    """Only `InputError` is bad input (exit 2); a ValueError from deep inside a run is a bug:
+    exit 70 with its traceback."""
+    import dpolab.verify
+
+    assert main(["verify", "--suite", "no-such", "--out", str(tmp_path / "w")]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+    def broken(**kwargs):
+        raise ValueError("an internal shape mismatch")
+
+    monkeypatch.setattr(dpolab.verify, "run_verify", broken)
+    assert main(["verify", "--quick", "--out", str(tmp_path / "v")]) == 70
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "an internal shape mismatch" in err and "a bug, not bad input" in err
