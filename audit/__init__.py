@@ -48,9 +48,7 @@ def write_report(questions: dict, manifest: dict, out) -> None:
     """audit.md: a header (mode, time, commit), then each question's section from its stored data."""
     from pathlib import Path
 
-    import numpy as np
-
-    from dpolab.store import write_atomic
+    from dpolab.store import load_record, write_atomic
 
     out = Path(out)
     lines = ["# dpolab theory audit", "",
@@ -64,7 +62,6 @@ def write_report(questions: dict, manifest: dict, out) -> None:
         if entry["status"] == "skipped":
             lines += [f"## {entry['title']}", "", f"Not run here: {entry['reason']}.", ""]
             continue
-        with np.load(out / name / "data.npz", allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+        data, _ = load_record(out / name, "data")  # the checksummed record the runner just wrote
         lines += [questions[name].report(data).rstrip(), ""]
     write_atomic(out / "audit.md", "\n".join(lines))
