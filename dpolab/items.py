@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from dpolab.errors import InputError
-from dpolab.store import environment, load_record, prepare_out, save_record, write_manifest
+from dpolab.store import environment, load_record, prepare_out, read_manifest, save_record, write_manifest
 
 
 class Unavailable(Exception):
@@ -83,8 +83,11 @@ class Context:
 
         out = self.dir / "sweeps" / name
         parsed = parse_spec(spec)
-        resume = out.exists() and any(out.iterdir())
-        return run_spec(parsed, out, resume=resume, quiet=True).columns
+        earlier = out.exists() and any(out.iterdir())
+        # the item is being (re)computed: finish a stored sweep of this very spec, replace one of
+        # another spec (an older version of the item); prepare_out still refuses foreign folders
+        same = (read_manifest(out) or {}).get("key") == {"spec_hash": parsed.hash()}
+        return run_spec(parsed, out, resume=earlier and same, force=earlier and not same, quiet=True).columns
 
 
 def select(items: dict, only: str | None) -> list[str]:

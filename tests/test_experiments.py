@@ -77,3 +77,20 @@ def test_only_runs_the_selected_items(tmp_path):
     manifest, out = run_items("repro", _items(calls), out=tmp_path / "o", only="b")
     assert calls == ["b"] and list(manifest["items"]) == ["b"]
     assert json.loads((out / "manifest.json").read_text())["items"]["b"]["status"] == "done"
+
+
+def test_an_items_sweep_of_another_spec_is_replaced_not_refused(tmp_path):
+    """An item recomputed after its sweep spec changed (an older version of the item) replaces the
+    stored sweep; the same spec resumes it."""
+    import jax
+
+    from dpolab.items import Context
+
+    jax.config.update("jax_enable_x64", True)
+    ctx = Context(kind="audit", quick=True, out=tmp_path, dir=tmp_path)
+    spec = lambda seeds: {"sweep": {"simulation": "im-li", "seeds": seeds, "chunk_size": seeds,
+                                    "precision": "float64"},
+                          "fixed": {"Q": 5, "steps": 4, "checkpoints": 2, "n_test": 4}, "grid": {"K": [1]}}
+    first = ctx.sweep("s", spec(2))
+    np.testing.assert_array_equal(ctx.sweep("s", spec(2))["margin_mean"], first["margin_mean"])
+    assert len(ctx.sweep("s", spec(3))["seed"]) == 3
