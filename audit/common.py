@@ -10,6 +10,7 @@ import numpy as np
 
 from dpolab.sims.data import low_rank_spectrum
 from dpolab.sims.risk import clopper_pearson, mean_ci
+from dpolab.theory import im_li
 from dpolab.theory.extensions import mean_field, mean_field_sandwich
 
 #: Static settings shared by the data-model questions (Q2–Q4): equal statics compile once.
@@ -64,6 +65,23 @@ def sweep_rows(data, field):
     return np.concatenate([np.asarray(data[f"{s}_{field}"]) for s in sweeps])
 
 
+def violations_inside_conditions(data) -> int:
+    """Grid points (over every sweep in `data`, `summarize` rows with a `refined_status`) where the
+    refined Theorem 4.3 bound is violated — the CP95 lower end above it — although the point
+    satisfies the theorem's conditions (`im_li.conditions` with Z = 1, and distinct tokens,
+    orthogonal values ρ = 0, isotropic noise). Each such point contradicts the theorem."""
+    rows = {f: sweep_rows(data, f) for f in ("Q", "d", "v", "lb", "delta", "shared", "rho", "noise_rank",
+                                              "refined_status")}
+    count = 0
+    for i, status in enumerate(rows["refined_status"]):
+        if status != "violated" or rows["shared"][i] or rows["rho"][i] or rows["noise_rank"][i]:
+            continue
+        conds = im_li.conditions(Q=rows["Q"][i], d=rows["d"][i], v=rows["v"][i], lb=rows["lb"][i], Z=1,
+                                 delta=rows["delta"][i])
+        count += all(c.holds for c in conds)
+    return count
+
+
 def seed_mean_ci(values, point):
     """Per grid point: mean over seeds and its 95% interval mean ± z·SE (`mean_ci`; finite rows only).
 
@@ -113,7 +131,8 @@ def summarize(cols) -> dict:
     out = {"K": cols["K"][first], "shared": (cols["tokens"][first] == "yes_no").astype(float),
            "rho": cols["concept_cos"][first], "delta": cols["delta"][first], "v": cols["v"][first],
            "noise_rank": cols["noise_rank"][first], "noise_share": cols["noise_share"][first],
-           "Q": cols["Q"][first], "sandwich": sand[0], "sandwich_lo": sand[1], "sandwich_hi": sand[2],
+           "Q": cols["Q"][first], "d": cols["d"][first], "lb": cols["lb"][first],
+           "sandwich": sand[0], "sandwich_lo": sand[1], "sandwich_hi": sand[2],
            "in_window": seed_mean_ci(cols["in_window"], point)[0],
            "margin_max": seed_mean_ci(cols["margin_max"], point)[0],
            **dict(zip(("margin_mean", "margin_mean_lo", "margin_mean_hi"),

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from dpolab.audit.common import BASE, BOUND_BASE, SEEDS, spec_dict, summarize, sweep_rows
+from dpolab.audit.common import BASE, BOUND_BASE, SEEDS, spec_dict, summarize, sweep_rows, violations_inside_conditions
 from dpolab.checks.generalization import bound_status
 from dpolab.checks.result import CheckResult
 from dpolab.theory import im_li
@@ -176,8 +176,10 @@ def report(data) -> str:
 
 
 def finding(data) -> CheckResult:
-    """A finding: where the sandwich breaks and whether any non-vacuous bound is violated."""
+    """A finding: where the sandwich breaks and whether any non-vacuous bound is violated (a fail
+    where that happens inside the theorem's conditions)."""
     a = assessment(data)
+    inside = violations_inside_conditions(data)
     return CheckResult(
         id=f"audit/{NAME}", reference="Im & Li Theorems 4.2, 4.3, Appendix C; issue #7 Q3",
         claim="non-orthogonal values: new tokens unaffected; shared tokens break r_U once 1+(K−1)ρ > 5",
@@ -185,5 +187,7 @@ def finding(data) -> CheckResult:
         measured={"sandwich_broken_cells": a["broken"], "mean_field_agrees": f"{a['agree']}/{a['cells']}",
                   "new_tokens_min_sandwich": a["new_sandwich_min"], "bound_violations": a["violated"]},
         tolerance="sandwich: mean over seeds; risks: pooled Clopper–Pearson 95%",
-        why="empirical answer to an open question (no sharp prediction beyond the mean field)",
-        verdict="finding")
+        why="empirical answer to an open question (no sharp prediction beyond the mean field); a "
+            "refined-bound violation at a point inside Theorem 4.3's conditions would contradict the "
+            f"theorem and fails the check ({inside} here)",
+        verdict="fail" if inside else "finding")

@@ -55,6 +55,43 @@ def theorem_43_risk(quick):
         verdict=verdict(ok))
 
 
+def risk_functional(quick):
+    """The Monte-Carlo risk equals the exact Gaussian risk of the trained head (measurable risk).
+
+    A fresh sample of cluster (k, s) has margin r = β s D_p·(l_b e_1 + s c_k + v ξ), D_p the trained
+    row difference of its pair, so r ~ N(β D_p·(s l_b e_1 + c_k), β²v²‖D_p‖²) and the population
+    risk is the cluster average of Φ(−μ/σ). Written here from the trained ΔW and the concept
+    vectors; the Monte-Carlo estimator (fresh sampling, counting, normalising) is what is checked.
+    """
+    from dpolab.sims.data import concept_vectors, split_keys
+
+    K, Q, v, steps = 3, 20, 0.6, 40
+    spec = DataSpec(K=K, Q=Q, d=100, n_test=1)
+    params = make_params(beta=1.5, eta=im_li.tau_1(K=K, beta=1.5) / steps, v=v)
+    traj = run_seeds(spec, TrainSpec(steps=steps, stride=steps), params, [0])
+    delta_w = np.asarray(traj.delta_w[0])
+    n_mc = 40_000 if quick else MC_SAMPLES
+    risk, (lo, hi), n = monte_carlo_risk(seed_key(0), spec, params, traj.delta_w[0], n_samples=n_mc,
+                                         level=0.999)
+    c = np.asarray(concept_vectors(split_keys(seed_key(0), 0)[0], spec, params.delta, params.concept_cos))
+    beta, lb = float(params.beta), float(params.lb)
+    exact = []
+    for k in range(K):
+        D = delta_w[2 * k] - delta_w[2 * k + 1]  # distinct tokens: value k uses pair k
+        for s in (1.0, -1.0):
+            mu = beta * (s * lb * D[0] + D @ c[k])
+            exact.append(stats.norm.cdf(-mu / (beta * v * np.linalg.norm(D))))
+    exact = float(np.mean(exact))
+    return CheckResult(
+        id="im-li/risk-functional", reference="THEORY §1.5 (R(P) = P(r ≤ 0) on fresh samples)",
+        claim="the Monte-Carlo population risk of a trained head equals its exact Gaussian risk "
+              "(cluster average of Φ(−μ/σ))",
+        predicted=round(exact, 6), measured={"risk": risk, "CP99.9": [round(lo, 6), round(hi, 6)], "n": n},
+        tolerance="exact risk inside the Clopper–Pearson 99.9% interval",
+        why=f"K = {K}, Q = {Q}, v = {v} (outside the theorem's noise condition on purpose: the risk "
+            "must be measurable), β = 1.5, trained to τ_1", verdict=verdict(lo <= exact <= hi))
+
+
 def bound_status(lo, hi, bound, n):
     """How a Monte-Carlo risk interval [lo, hi] from n samples compares with a bound."""
     if hi <= bound:
@@ -72,12 +109,20 @@ def q_star_table(quick):
     slope = stats.linregress(np.log(Ks), simple).slope
     q10 = im_li.q_star(10)
     upper = 45 / (1 - 90 / simple.min())
-    ok = q10 == 880 and 45 <= slope <= upper
+    # both columns against a brute-force scan of the bound over every Q in [40, 5000] (q_star's
+    # search relies on unimodality; the scan does not)
+    Qs = np.arange(40, 5001)
+    scan = {"simplified": lambda k: im_li.bound_simplified(K=k, Q=Qs),
+            "refined": lambda k: im_li.bound_refined(K=k, Q=Qs, d=im_li.default_d(Qs), v=im_li.default_v(Qs),
+                                                     lb=0.5, Z=1)}
+    brute = {name: np.array([Qs[np.argmax(f(int(k)) < 0.05)] for k in Ks], dtype=float) for name, f in scan.items()}
+    mismatch = int(np.sum(brute["simplified"] != simple) + np.sum(brute["refined"] != refined))
+    ok = q10 == 880 and 45 <= slope <= upper and mismatch == 0
     return CheckResult(
         id="im-li/q-star-table", reference="Im & Li Theorem 4.3, Figure 4",
         claim="Q*(K) = min{Q ≥ 40 : 2KQ²e^{−Q/45} < 0.05} is 880 at K = 10 and grows like 45·log K",
-        predicted={"Q*(10)": 880, "dQ*/dlog K": f"in [45, {upper:.1f}]"},
-        measured={"Q*(10)": q10, "dQ*/dlog K": round(float(slope), 2),
+        predicted={"Q*(10)": 880, "dQ*/dlog K": f"in [45, {upper:.1f}]", "brute-force scan mismatches": 0},
+        measured={"Q*(10)": q10, "dQ*/dlog K": round(float(slope), 2), "brute-force scan mismatches": mismatch,
                   "table (K: simplified, refined)": {int(k): (int(s), int(r)) for k, s, r in
                                                      zip(Ks, simple, refined)}},
         tolerance="exact integer; slope band",
@@ -162,6 +207,7 @@ def probability_finding(quick):
 
 #: {check id: fn(quick) -> CheckResult | list[CheckResult]}, in run order.
 CHECKS = {
+    "im-li/risk-functional": risk_functional,
     "im-li/thm4.3-risk": theorem_43_risk,
     "im-li/q-star-table": q_star_table,
     "im-li/union-bound-k-dependence": union_bound_finding,

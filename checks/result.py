@@ -12,6 +12,30 @@ from typing import Any
 
 VERDICTS = ("pass", "fail", "finding")
 
+#: The only checks that may return `finding`, each with why its claim cannot be compared sharply:
+#: the claim is non-computable, lies outside the theorem's conditions (real data, shared tokens),
+#: or is an open question the papers make no prediction for. Every other check compares a sharp
+#: prediction and can fail; `tests/test_mutants.py` proves it by a mutant it kills. A finding that
+#: contradicts a theorem inside its conditions is a `fail`.
+OPEN: dict[str, str] = {
+    "im-li/probability-statement": "non-computable: the constant c of the probability clause is never given",
+    "im-li/union-bound-k-dependence": "open: the paper claims an upper bound in K, not its tightness; "
+        "the measured risk is ≈ 0 at every K inside the conditions, so no K-dependence can show",
+    "im-li/shared-token-risk": "outside the conditions: shared Yes/No tokens give Z = K > 1/(4 l_b²); "
+        "Φ(−1/(v√K)) is a heuristic of ours, not a claim",
+    "real/k-ordering": "real data: the theorem's conditions fail on Gemma features (see real/data-model)",
+    "real/test-tracks-train": "real data: d > 5Q, anisotropic noise and shared tokens, outside the conditions",
+    "real/data-model": "a measurement of the data model on real features; no claim to compare",
+    "audit/q1-log-k": "open: whether Θ(log K) samples per value are necessary is not claimed by the paper "
+        "(only sufficient); the audit measures what the dynamics show",
+    "audit/q3-nonorthogonal": "outside the conditions: non-orthogonal values (ρ > 0) are not covered by "
+        "any theorem; refined-bound violations at points inside the conditions make it fail",
+    "audit/q4-noise": "outside the conditions: anisotropic noise is not covered by any theorem; "
+        "refined-bound violations at points inside the conditions make it fail",
+    "audit/q5-adam": "open: no theorem covers Adam; the sign-descent margin is our own derivation, "
+        "compared in its own test",
+}
+
 
 @dataclasses.dataclass
 class CheckResult:

@@ -21,10 +21,10 @@ from dpolab.sims.risk import mean_ci
 from dpolab.theory.im_li import LOG3
 
 #: Q1 regimes in the order of the stored arrays, with their panel titles.
-Q1_REGIMES = ("theorem", "distinct", "shared", "distinct_low_v")
+Q1_REGIMES = ("theorem", "distinct", "shared", "distinct_low_v", "distinct_worst")
 BOUND_STYLE = {"simplified": dict(color="0.2", ls="--"), "refined": dict(color="0.2", ls=":")}
 REGIME_STYLE = {"theorem": ("C0", "o"), "distinct": ("C2", "s"), "shared": ("C3", "^"),
-                "distinct_low_v": ("C1", "D"), "real": ("C4", "P")}
+                "distinct_low_v": ("C1", "D"), "distinct_worst": ("C5", "v"), "real": ("C4", "P")}
 
 
 def _k_axis(ax, Ks):
@@ -48,6 +48,7 @@ def q1_titles(data) -> dict:
             "distinct": f"distinct tokens,\nfixed $v$ = {v_dist:g}",
             "shared": f"shared Yes/No pair,\nfixed $v$ = {v_sh:g}",
             "distinct_low_v": f"distinct tokens,\nfixed $v$ = {v_sh:g}",
+            "distinct_worst": f"distinct tokens, $v$ = {v_dist:g}:\nworst of the K values",
             "real": "Gemma-3-270M features,\npersona sets (Adam)",
             "real_threshold": "(real: threshold = achievable error + "
                               f"{float(data.get('real_slack', np.nan)):g})"}
@@ -59,8 +60,8 @@ def plot_log_k(data: dict, out_dir) -> list[Path]:
 
     Keys: Ks, Qs, threshold, v_fixed, `<regime>_{mean,lo,hi,threshold,q_emp,q_lo,q_hi,censored,
     grid}` for the regimes in `Q1_REGIMES` (and `real_*`, `real_Ks`, `real_Qs` when
-    `real_available`), `qstar_simplified`, `qstar_refined`. CSV columns: `regime` 0–3 =
-    Q1_REGIMES, 4 = real; in `q1_q_emp.csv` 5, 6 = Q*(K) of the simplified / refined bound.
+    `real_available`), `qstar_simplified`, `qstar_refined`. CSV columns: `regime` 0–4 =
+    Q1_REGIMES, 5 = real; in `q1_q_emp.csv` 6, 7 = Q*(K) of the simplified / refined bound.
     """
     titles = q1_titles(data)
     regimes = list(Q1_REGIMES) + (["real"] if int(data["real_available"]) else [])
@@ -121,7 +122,7 @@ def _draw_q_emp(ax, data, regimes, grid, titles) -> dict:
         q = data[f"qstar_{bound}"]
         ax.plot(Ks, q, marker="x", ms=4, label=f"$Q^*(K)$, {bound} Thm 4.3 bound",
                 **BOUND_STYLE[bound])
-        qrows["regime"] += [5 + j] * len(Ks)
+        qrows["regime"] += [len(Q1_REGIMES) + 1 + j] * len(Ks)
         qrows["K"] += list(Ks)
         qrows["q_emp"] += list(q)
         for col in ("q_lo", "q_hi", "censored", "grid_rule"):

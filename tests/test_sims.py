@@ -39,6 +39,44 @@ def test_one_gd_step_golden_in_plain_numpy():
     assert np.all(np.asarray(traj.margins[0]) == 0.0)  # margins start at 0
 
 
+def test_log_probs_equal_a_full_vocabulary_softmax_in_numpy():
+    """The trainer's exact log-probs (cached reference log-partition) against log-softmax of the
+    whole head W_0 + ΔW, written in numpy from the same reference head."""
+    from dpolab.sims.data import reference_head, split_keys
+
+    spec, params, train, test = _tiny()
+    traj = jax.jit(make_trainer(TrainSpec(steps=3), spec.n_pairs))(train, test, params)
+    w = np.array(reference_head(split_keys(jax.random.key(11), 0)[1], spec, 0.7))
+    w[: 2 * spec.n_pairs] += np.asarray(traj.delta_w)
+    logits = np.asarray(train.g) @ w.T
+    logp = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1))[:, None] - logits.max(1)[:, None]
+    rows = np.arange(len(logits))
+    np.testing.assert_allclose(np.asarray(traj.logp_chosen[-1]), logp[rows, np.asarray(train.chosen)], atol=1e-12)
+    np.testing.assert_allclose(np.asarray(traj.logp_rejected[-1]), logp[rows, np.asarray(train.rejected)],
+                               atol=1e-12)
+
+
+def test_autodiff_reference_margins_are_log_ratio_differences():
+    """The full-vocabulary reference's margin is β[(log π_W − log π_0)(y_w) − (same)(y_l)] from the
+    head it returns, and is 0 at W = W_0 whatever W_0 is."""
+    from dpolab.sims.reference import full_vocab_autodiff
+
+    spec, params, train, test = _tiny()
+    w0 = 2.0 * np.asarray(jax.random.normal(jax.random.key(5), (spec.vocab, spec.d)))
+    out = full_vocab_autodiff(train.g, train.chosen, train.rejected, jnp.asarray(w0), beta=0.9, eta=0.4, steps=2)
+    g, yw, yl = np.asarray(train.g), np.asarray(train.chosen), np.asarray(train.rejected)
+
+    def logsoftmax(w):
+        z = g @ w.T
+        return z - (np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1))[:, None]
+
+    rows = np.arange(len(g))
+    ratio = logsoftmax(np.asarray(out["w"])) - logsoftmax(w0)
+    expected = 0.9 * (ratio[rows, yw] - ratio[rows, yl])
+    np.testing.assert_allclose(np.asarray(out["margins"][-1]), expected, atol=1e-12)
+    assert np.all(np.asarray(out["margins"][0]) == 0.0)
+
+
 def test_seeds_vmap_equals_single_runs_and_is_deterministic():
     spec, train, params = theorem_regime(K=2, Q=6, steps=5)
     both = run_seeds(spec, train, params, [3, 4])
@@ -125,3 +163,23 @@ def test_clopper_pearson_golden():
     assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** (1 / 1000), rel=1e-12)
     lo, hi = clopper_pearson(5, 10)
     assert lo == pytest.approx(0.18708602, abs=1e-8) and hi == pytest.approx(0.81291398, abs=1e-8)
+
+
+def test_monte_carlo_risk_equals_the_exact_gaussian_risk():
+    """A fixed head: value 0's row difference D = 2·c_0 − e_1, so a fresh sample of cluster s has
+    margin β(2 − s·l_b) + noise of sd β·v·‖D‖; the risk is the cluster average of Φ(−μ/σ)."""
+    from scipy import stats
+
+    from dpolab.sims.data import split_keys
+    from dpolab.sims.risk import monte_carlo_risk
+    from dpolab.sims.train import seed_key
+
+    spec = DataSpec(K=1, Q=4, d=6, n_test=1)
+    params = make_params(beta=0.7, eta=0.1, v=1.5)
+    c = np.asarray(concept_vectors(split_keys(seed_key(3), 0)[0], spec, params.delta, params.concept_cos))
+    D = 2 * c[0] - np.eye(6)[0]
+    delta_w = jnp.asarray(np.stack([D, np.zeros(6)]))
+    risk, (lo, hi), n = monte_carlo_risk(seed_key(3), spec, params, delta_w, n_samples=40_000, level=0.999)
+    sigma = 1.5 * np.linalg.norm(D)
+    exact = np.mean([stats.norm.cdf(-(2 - s * 0.5) / sigma) for s in (1, -1)])
+    assert n >= 40_000 and lo <= exact <= hi, (risk, exact, lo, hi)

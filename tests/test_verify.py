@@ -8,6 +8,7 @@ import dpolab.theory.im_li as IL
 import dpolab.theory.im_li_dynamics as ILD
 from dpolab.checks import dynamics as checks_dynamics
 from dpolab.checks import generalization as checks_generalization
+from dpolab.checks.result import OPEN
 from dpolab.cli import main
 
 
@@ -19,6 +20,8 @@ def test_verify_quick_end_to_end(tmp_path, capsys, monkeypatch):
     verdicts = {c["id"]: c["verdict"] for c in report["checks"]}
     assert len(verdicts) >= 20 and "fail" not in verdicts.values()
     assert verdicts["im-li/probability-statement"] == "finding"
+    # the finding rule: only checks listed in OPEN (with their reason) may return a finding
+    assert {c for c, v in verdicts.items() if v == "finding"} <= set(OPEN)
     assert report["meta"]["precision"] == "float64"
     md = (out / "report.md").read_text()
     assert all(f"## {cid} — " in md for cid in verdicts)

@@ -22,11 +22,17 @@ def im_li_summary(*, K, Q, d=None, v=None, lb=0.5, Z=1, beta=1.0, tau=1.0, thres
     Returns:
       dict with keys K, Q, d, v, lb, Z, beta, tau, threshold, tau_1, r_lower_at_tau_1,
       r_upper_at_tau_1, bound_simplified, bound_refined, q_star_simplified, q_star_refined,
+      q_star_refined_violates (conditions that fail at Q* = q_star_refined with the given d, v),
       conditions (name → bool).
     """
     d_val = im_li.default_d(Q) if d is None else d
     v_val = float(im_li.default_v(Q)) if v is None else v
     t1 = im_li.tau_1(K=K, beta=beta, tau=tau)
+    q_refined = im_li.q_star(K, threshold=threshold, bound="refined", d=d, v=v, lb=lb, Z=Z)
+    at_q_star = [] if q_refined is None else [  # a fixed d or v may break the conditions at Q*
+        c.name for c in im_li.conditions(Q=q_refined, d=im_li.default_d(q_refined) if d is None else d,
+                                          v=float(im_li.default_v(q_refined)) if v is None else v,
+                                          lb=lb, Z=Z, K=K) if not c.holds]
     return dict(
         K=K, Q=Q, d=d_val, v=v_val, lb=lb, Z=Z, beta=beta, tau=tau, threshold=threshold,
         tau_1=t1,
@@ -35,8 +41,9 @@ def im_li_summary(*, K, Q, d=None, v=None, lb=0.5, Z=1, beta=1.0, tau=1.0, thres
         bound_simplified=float(im_li.bound_simplified(K=K, Q=Q)),
         bound_refined=float(im_li.bound_refined(K=K, Q=Q, d=d_val, v=v_val, lb=lb, Z=Z)),
         q_star_simplified=im_li.q_star(K, threshold=threshold),
-        q_star_refined=im_li.q_star(K, threshold=threshold, bound="refined", d=d, v=v, lb=lb, Z=Z),
-        conditions={c.name: c.holds for c in im_li.conditions(Q=Q, d=d_val, v=v_val, lb=lb, Z=Z)},
+        q_star_refined=q_refined,
+        q_star_refined_violates=at_q_star,
+        conditions={c.name: c.holds for c in im_li.conditions(Q=Q, d=d_val, v=v_val, lb=lb, Z=Z, K=K)},
     )
 
 

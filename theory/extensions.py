@@ -61,12 +61,14 @@ def mean_field_sandwich(*, K, rate, beta, checkpoints, t_mult=1.0):
     """(holds, in window at the end) for the mean-field margin r(t) = DPO noise-free curve at K/rate.
 
     Checks r_L(t_c) ≤ r(t_c) ≤ r_U(t_c) at the recorded checkpoints t_c = c·t_mult·τ_1/checkpoints
-    with 0 < t_c ≤ τ_1 (the sweep's sandwich metric), and r(end) ∈ [0, log 3] (its in_window)."""
+    with 0 < t_c ≤ τ_1 (the sweep's sandwich metric), and r(end) in Theorem 4.2's window
+    [log3/40, log3] (its in_window)."""
     tau = im_li.tau_1(K=K, beta=beta)
     t = t_mult * tau * np.arange(1, checkpoints + 1) / checkpoints
     r = im_li.dpo_noise_free(t, K=K / rate, beta=beta)
     inside = (r >= im_li.r_lower(t, K=K, beta=beta)) & (r <= im_li.r_upper(t, K=K, beta=beta))
-    return bool(np.all(inside | (t > tau * (1 + 1e-12)))), bool(0 <= r[-1] <= im_li.LOG3)
+    w_lo, w_hi = im_li.MARGIN_WINDOW
+    return bool(np.all(inside | (t > tau * (1 + 1e-12)))), bool(w_lo <= r[-1] <= w_hi)
 
 
 def concepts(total: int, d: int, concept_cos: float) -> np.ndarray:

@@ -19,6 +19,9 @@ from dpolab.errors import InputError
 LOG3 = math.log(3.0)
 #: Theorem 4.2: every training margin at tau_1 lies in this window (orthogonal values).
 MARGIN_WINDOW = (LOG3 / 40.0, LOG3)
+#: Theorem 4.2's envelope factors: r_L(t) = R_LOWER·s, r_U(t) = R_UPPER·s with s = β²t/(Kτ);
+#: Appendix C halves r_L (R_LOWER_DELTA). The one source for the sweep engine and the audit.
+R_LOWER, R_LOWER_DELTA, R_UPPER = 1.0 / 8.0, 1.0 / 16.0, 5.0
 #: Appendix C: the window when values are only approximately orthogonal (r_L halves).
 MARGIN_WINDOW_DELTA = (LOG3 / 80.0, LOG3)
 BOUNDS = ("simplified", "refined")
@@ -60,7 +63,7 @@ def r_lower(t, *, K, beta, tau=1.0, delta_orthogonal=False):
         [IL] Theorem 4.2; Appendix C.
     """
     _positive(K=K, beta=beta, tau=tau)
-    return (beta**2 * _f64(t) / ((16.0 if delta_orthogonal else 8.0) * K * tau))[()]
+    return ((R_LOWER_DELTA if delta_orthogonal else R_LOWER) * beta**2 * _f64(t) / (K * tau))[()]
 
 
 def r_upper(t, *, K, beta, tau=1.0):
@@ -70,7 +73,7 @@ def r_upper(t, *, K, beta, tau=1.0):
         [IL] Theorem 4.2 (unchanged in Appendix C).
     """
     _positive(K=K, beta=beta, tau=tau)
-    return (5.0 * beta**2 * _f64(t) / (K * tau))[()]
+    return (R_UPPER * beta**2 * _f64(t) / (K * tau))[()]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +86,7 @@ class Condition:
     holds: bool
 
 
-def conditions(*, Q, d, v, lb, Z, delta=None, generalization=True, rtol=1e-12):
+def conditions(*, Q, d, v, lb, Z, K=None, delta=None, generalization=True, rtol=1e-12):
     """Check the hypotheses of Theorem 4.2 (and 4.3, and Appendix C when delta is given).
 
     Upper-bound comparisons allow a relative slack `rtol` so that the theorem's own defaults
@@ -92,10 +95,12 @@ def conditions(*, Q, d, v, lb, Z, delta=None, generalization=True, rtol=1e-12):
     Args:
         Q: samples per cluster. d: dimension. v: cluster noise std. lb: shared offset l_b.
         Z: most value pairs sharing one token. delta: Appendix C orthogonality defect (None: skip).
+        K: number of values; adds the model's condition d >= K + 1 (e_1 and K orthogonal
+        concepts must fit in R^d). None: skip (callers that do not know K).
         generalization: add Theorem 4.3's extra condition Q >= 40.
 
     Returns:
-        list[Condition] in the order Z, d, v, lb, [Q], [delta].
+        list[Condition] in the order Z, d, v, lb, [d >= K + 1], [Q], [delta].
 
     References:
         [IL] Theorems 4.2, 4.3; Appendix C (eps = 1/(16 v (Z+2)), so eps v / 8 = 1/(128 (Z+2))).
@@ -108,6 +113,8 @@ def conditions(*, Q, d, v, lb, Z, delta=None, generalization=True, rtol=1e-12):
                   le(v, 1 / (32 * math.sqrt(Q)))),
         Condition("1/4 <= lb <= 1/2", float(lb), "in [0.25, 0.5]", bool(0.25 <= lb <= 0.5)),
     ]
+    if K is not None:
+        out.append(Condition("d >= K + 1", float(d), f">= {K + 1:.6g}", bool(d >= K + 1)))
     if generalization:
         out.append(Condition("Q >= 40", float(Q), ">= 40", bool(Q >= _Q_MIN)))
     if delta is not None:

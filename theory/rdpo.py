@@ -179,10 +179,9 @@ def asymptotic_covariance(X, p, *, eps, beta):
     if X.ndim != 2 or _f64(p).shape != X.shape[:1]:
         raise InputError(f"X must be (n, d) and p (n,); got X {X.shape} and p {_f64(p).shape}")
     _positive(beta=beta)
-    q = _f64(observed_win_prob(p, eps=eps))
     p = _f64(p)
     H = beta**2 * (X.T * (p * (1.0 - p))) @ X / len(X)
-    V = beta**2 * (X.T * (q * (1.0 - q))) @ X / (len(X) * (1.0 - 2.0 * float(eps)) ** 2)
+    V = beta**2 * (X.T * score_variance(p, eps=eps)) @ X / len(X)
     H_inv_V = np.linalg.solve(H, V)
     cov = np.linalg.solve(H, H_inv_V.T).T  # H⁻¹ V H⁻¹ (H symmetric)
     return AsymptoticCovariance(0.5 * (cov + cov.T), H, V)

@@ -129,13 +129,14 @@ def _im_li_batch(static):
         # Theorem 4.2 sandwich at every recorded checkpoint with 0 < t <= τ_1 (τ = 1)
         t = traj.t[:, None]
         rate = sim.beta**2 * t / K
-        inside = (traj.margins >= rate / 8) & (traj.margins <= 5 * rate)
+        inside = (traj.margins >= im_li.R_LOWER * rate) & (traj.margins <= im_li.R_UPPER * rate)
         checked = (t > 0) & (t <= dyn["tau_1"] * (1 + 1e-12))
         n_checked = jnp.sum(checked)
         sandwich = jnp.mean(jnp.all(inside | ~checked, axis=0))
         unseen = ~seen
+        w_lo, w_hi = im_li.MARGIN_WINDOW  # Theorem 4.2's window at τ_1
         return {"margin_mean": jnp.mean(final), "margin_min": jnp.min(final),
-                "margin_max": jnp.max(final), "in_window": jnp.mean((final >= 0) & (final <= im_li.LOG3)),
+                "margin_max": jnp.max(final), "in_window": jnp.mean((final >= w_lo) & (final <= w_hi)),
                 "margin_mean_last": _value_means(final, data.value, spec.K)[K - 1],
                 "test_risk": jnp.sum((test_r <= 0) & seen) / n_seen,
                 "test_risk_worst": jnp.max(jnp.where(seen_mask, risk_by_value, -jnp.inf)),
