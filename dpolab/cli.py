@@ -14,6 +14,7 @@
   dpolab llm diagnose --features DIR --out DIR [--force]
   dpolab llm hh [--hh-path FILE] [--limit N] [--seeds N] --out DIR
   dpolab bench [--suite NAME] [--quick] [--json]
+  dpolab selftest [--only NAME,..] [--jobs N] [--no-tests] [--json]
   dpolab repro [--only NAME,..] [--quick] --out DIR [--resume | --force] [--persona-dir DIR]
                [--hh-path FILE] [--cache-dir DIR]
   dpolab audit [--only NAME,..] [--quick] --out DIR [--resume | --force] [--persona-dir DIR]
@@ -142,6 +143,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--suite", default="im-li")
     c.add_argument("--quick", action="store_true")
     c.add_argument("--json", action="store_true")
+
+    st = sub.add_parser("selftest", help="the mutation harness: does every check go red when the "
+                        "formula or simulator it guards is broken? (needs a source checkout)")
+    st.add_argument("--only", help="run only mutants whose name contains one of these comma-separated texts")
+    st.add_argument("--jobs", type=int, default=2, help="mutants run at once (default 2)")
+    st.add_argument("--no-tests", action="store_true", help="run the registered checks only, not the tests")
+    st.add_argument("--json", action="store_true", help="print the outcomes and scores as JSON")
     return p
 
 
@@ -257,6 +265,24 @@ def _bench(args) -> int:
     return 0
 
 
+def _selftest(args) -> int:
+    from dpolab.selftest import format_outcomes, run_all, score, select
+
+    if args.jobs < 1:
+        raise InputError(f"jobs={args.jobs!r} is not allowed: jobs must be >= 1")
+    mutants = select(args.only)
+    progress = None if args.json else (
+        lambda o: print(f"  {o.name}: registry {'killed' if o.registry_killed else 'SURVIVED'}",
+                        file=sys.stderr, flush=True))
+    outcomes = run_all(mutants, jobs=args.jobs, tests=not args.no_tests, progress=progress)
+    summary = score(outcomes)
+    if args.json:
+        print(json.dumps({"outcomes": [o.as_json() for o in outcomes], "score": summary}, indent=1))
+    else:
+        print(format_outcomes(outcomes, summary))
+    return 1 if summary["survivors_registry"] or summary["survivors_tests"] else 0
+
+
 def _experiments(args) -> int:
     from dpolab.items import summary_lines
 
@@ -277,7 +303,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         commands = {"verify": _verify, "bounds": _bounds, "sweep": _sweep, "llm": _llm, "bench": _bench,
-                    "repro": _experiments, "audit": _experiments}
+                    "repro": _experiments, "audit": _experiments, "selftest": _selftest}
         return commands[args.command](args)
     except InputError as err:
         print(f"dpolab {args.command}: error: {err}", file=sys.stderr)

@@ -32,6 +32,23 @@ def test_instance_and_pairs_respect_the_model():
     assert np.all((np.asarray(data.p[0]) > 0) & (np.asarray(data.p[0]) < 1))
 
 
+def test_labels_follow_bradley_terry_and_the_optimum_is_theta0_plus_omega_over_beta():
+    """p of the observed winner is σ(±ω*ᵀx) (the clean orientation), x is a difference of two
+    actions' features of the pair's context, and θ* = θ_0 + ω*/β."""
+    spec = BanditSpec(S=4, A=5, d=3, n=500)
+    params = make_bandit_params(beta=2.0, eps=0.3, reward_scale=1.3)
+    _, data, inst = run_bandit(spec, params, [1])
+    x, p, flipped = np.asarray(data.x[0]), np.asarray(data.p[0]), np.asarray(data.flipped[0])
+    clean = np.where(flipped[:, None], -x, x)  # orientation of the clean label
+    z = clean @ np.asarray(inst.omega)
+    np.testing.assert_allclose(np.where(flipped, 1 - p, p), 1 / (1 + np.exp(-z)), rtol=1e-12)
+    phi, state = np.asarray(inst.phi), np.asarray(data.state[0])
+    diffs = phi[state][:, :, None, :] - phi[state][:, None, :, :]  # (n, A, A, d)
+    assert all(np.any(np.all(np.abs(diffs[i] - x[i]) < 1e-12, axis=-1)) for i in range(len(x)))
+    np.testing.assert_allclose(np.asarray(inst.theta_star(2.0)),
+                               np.asarray(inst.theta0) + np.asarray(inst.omega) / 2.0, rtol=1e-15)
+
+
 def test_n_active_uses_a_prefix_and_one_compilation():
     spec = BanditSpec(n=2000, loss="rdpo")
     params = make_bandit_params(eps=0.1, B=5.0)

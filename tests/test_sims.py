@@ -39,6 +39,40 @@ def test_one_gd_step_golden_in_plain_numpy():
     assert np.all(np.asarray(traj.margins[0]) == 0.0)  # margins start at 0
 
 
+def test_held_out_margins_time_axis_and_the_recursion_in_plain_numpy():
+    """Held-out margins from the trained head, checkpoint times n·η with a stride, and the exact
+    recursion r ← r + (ηβ²/N) C σ(−r) on cross terms built in numpy."""
+    from dpolab.sims.reference import dataset_cross_terms, margin_recursion
+
+    spec, params, train, test = _tiny()
+    traj = jax.jit(make_trainer(TrainSpec(steps=6, stride=3), spec.n_pairs))(train, test, params)
+    np.testing.assert_allclose(np.asarray(traj.t), [0.0, 1.2, 2.4], rtol=1e-15)
+    dw = np.asarray(traj.delta_w)
+    gt, yw, yl = np.asarray(test.g), np.asarray(test.chosen), np.asarray(test.rejected)
+    held = np.array([0.9 * (dw[yw[i]] - dw[yl[i]]) @ gt[i] for i in range(len(gt))])
+    np.testing.assert_allclose(np.asarray(traj.test_margins[-1]), held, atol=1e-13)
+    g, w_, l_ = np.asarray(train.g), np.asarray(train.chosen), np.asarray(train.rejected)
+    e = lambda w, l: np.eye(2 * spec.n_pairs)[w] - np.eye(2 * spec.n_pairs)[l]  # noqa: E731
+    c = (e(w_, l_) @ e(w_, l_).T) * (g @ g.T)
+    np.testing.assert_allclose(np.asarray(dataset_cross_terms(train, train)), c, atol=1e-14)
+    r = np.zeros(len(g))
+    for _ in range(6):
+        r = r + 0.4 * 0.9**2 / len(g) * c @ (1 / (1 + np.exp(r)))
+    rec, _ = margin_recursion(jnp.asarray(c), jnp.asarray(c[:1]), beta=0.9, eta=0.4, steps=6)
+    np.testing.assert_allclose(np.asarray(rec[-1]), r, atol=1e-13)
+
+
+def test_flips_touch_only_the_training_split():
+    spec = DataSpec(K=2, Q=50, d=5, n_test=50)
+    params = make_params(beta=1.0, eta=0.1, v=0.1, flip=0.4)
+    key, no_flip = jax.random.key(2), make_params(beta=1.0, eta=0.1, v=0.1)
+    clean, train = sample_dataset(key, spec, no_flip, 0), sample_dataset(key, spec, params, 0)
+    assert 0.25 < np.mean(np.asarray(train.sign) != np.asarray(clean.sign)) < 0.55
+    for split in (1, 2, 5):
+        noisy, ref = sample_dataset(key, spec, params, split), sample_dataset(key, spec, no_flip, split)
+        np.testing.assert_array_equal(np.asarray(noisy.sign), np.asarray(ref.sign))
+
+
 def test_log_probs_equal_a_full_vocabulary_softmax_in_numpy():
     """The trainer's exact log-probs (cached reference log-partition) against log-softmax of the
     whole head W_0 + ΔW, written in numpy from the same reference head."""
@@ -183,3 +217,15 @@ def test_monte_carlo_risk_equals_the_exact_gaussian_risk():
     sigma = 1.5 * np.linalg.norm(D)
     exact = np.mean([stats.norm.cdf(-(2 - s * 0.5) / sigma) for s in (1, -1)])
     assert n >= 40_000 and lo <= exact <= hi, (risk, exact, lo, hi)
+
+
+def test_gradient_flow_equals_the_ipo_matrix_exponential():
+    """solve_ivp on Lemma 4.1 against its closed form for the linear (IPO) case."""
+    from dpolab.sims.reference import dataset_cross_terms, gradient_flow
+    from dpolab.theory.im_li import ipo_linear_exact
+
+    spec, params, train, test = _tiny()
+    c = np.asarray(dataset_cross_terms(train, train))
+    t = np.array([0.5, 1.0, 2.0])
+    flow = gradient_flow(c, t, beta=0.9, loss="ipo")
+    np.testing.assert_allclose(flow, ipo_linear_exact(c, t, N=c.shape[0], beta=0.9), atol=1e-8)

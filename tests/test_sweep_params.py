@@ -75,3 +75,13 @@ def test_bad_audit_parameters_are_named(tmp_path):
         _sweep(tmp_path, {"d": 2, "concept_cos": 0.5}, {"K": [1]})
     with pytest.raises(ValueError, match="flip"):
         _sweep(tmp_path, {"flip": 0.5}, {"K": [1]})
+
+
+def test_in_window_is_theorem_42s_window(tmp_path):
+    """A run stopped at τ_1/20 ends with margins ≈ 0.01, below the window's low end log3/40: none is
+    in the window; at τ_1 all are."""
+    cols = _sweep(tmp_path, {"K": 2, "Q": 10, "n_test": 5, "steps": 10}, {"t_mult": [0.05, 1.0]}, seeds=1)
+    early = cols["t_mult"] == 0.05
+    assert np.all(cols["margin_max"][early] < math.log(3) / 40)
+    np.testing.assert_array_equal(cols["in_window"][early], 0.0)
+    np.testing.assert_array_equal(cols["in_window"][~early], 1.0)

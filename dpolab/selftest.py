@@ -1,0 +1,208 @@
+"""`dpolab selftest`: the mutation harness. Does each check go red when the thing it guards breaks?
+
+Each entry of `dpolab.mutants.MUTANTS` is one documented single-point change to a formula or a
+simulator. For each, this module copies the package's source into a temporary tree, applies the
+change there (never to the checkout), and runs in a fresh interpreter:
+
+- the registered checks the mutant names, in quick mode: the registry *kills* the mutant when one
+  of them returns `fail` (an exception is reported as an error, not as a kill: a verdict must say
+  what is wrong);
+- the tests the mutant names: the test suite kills it when pytest reports failed tests (exit 1;
+  a collection or usage error is a harness error, not a kill).
+
+The unmutated baseline is the test suite's own `verify --quick` run and the tests themselves: both
+must pass for the suite to be green, so a kill here is a change in verdict caused by the mutant.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import tomllib
+
+from dpolab.errors import InputError
+
+#: runs inside the mutated tree: the named registry entries in quick mode, one JSON line out.
+_CHECK_SCRIPT = r"""
+import json, sys, traceback
+import jax
+jax.config.update("jax_enable_x64", True)  # as `run_verify`: every check runs in float64
+import dpolab
+root = sys.argv[1]
+if not dpolab.__file__.startswith(root):
+    raise SystemExit(f"the mutated tree is not the one imported: {dpolab.__file__}")
+from dpolab.verify import SUITES, checks_of
+table = {}
+for suite in SUITES:
+    if suite != "real":
+        table |= checks_of(suite)
+out = {}
+for key in sys.argv[2:]:
+    try:
+        res = table[key](True)
+        out[key] = {r.id: r.verdict for r in (res if isinstance(res, list) else [res])}
+    except Exception:
+        out[key] = {key: "error: " + traceback.format_exc(limit=3).strip().splitlines()[-1]}
+print("SELFTEST " + json.dumps(out))
+"""
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What one mutant did: verdicts of its checks, and whether its tests failed."""
+
+    name: str
+    verdicts: dict  # {registry key: {result id: verdict or "error: ..."}}
+    registry_killed: bool
+    tests_killed: bool | None  # None: not run
+    failed_tests: list = dataclasses.field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def source_root() -> Path:
+    """The checkout this package runs from (the mutant table names files relative to it)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "pyproject.toml").exists() or not (root / "tests").is_dir():
+        raise InputError(f"selftest needs a source checkout (pyproject.toml and tests/ beside "
+                         f"dpolab/); found an installed package at {root}")
+    return root
+
+
+def package_dirs(root: Path) -> dict[str, str]:
+    """{import name: folder} from pyproject's setuptools package-dir map (the one source of it)."""
+    data = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    return data["tool"]["setuptools"]["package-dir"]
+
+
+def build_tree(root: Path, dest: Path, mutant=None) -> Path:
+    """Copies the package's sources into `dest` laid out as installed (dest/dpolab/theory/...),
+    with `mutant` applied; returns `dest`. Raises ValueError when the mutant's text is not found
+    exactly once (the table is stale)."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name, folder in sorted(package_dirs(root).items(), key=lambda kv: kv[0].count(".")):
+        target = dest.joinpath(*name.split("."))
+        shutil.copytree(root / folder, target, ignore=ignore, dirs_exist_ok=True)
+    if mutant is not None:
+        path = _installed_path(root, dest, mutant.path)
+        text = path.read_text(encoding="utf-8")
+        count = text.count(mutant.old)
+        if count != 1:
+            raise ValueError(f"mutant {mutant.name!r}: its text occurs {count} times in {mutant.path} "
+                             "(must be exactly once; update the table)")
+        path.write_text(text.replace(mutant.old, mutant.new), encoding="utf-8")
+    return dest
+
+
+def _installed_path(root: Path, dest: Path, rel: str) -> Path:
+    """Where a checkout file (e.g. theory/im_li.py) lands in the built tree."""
+    for name, folder in package_dirs(root).items():
+        if rel.startswith(folder + "/"):
+            return dest.joinpath(*name.split("."), rel[len(folder) + 1:])
+    raise ValueError(f"{rel} is not inside a package folder of {root}")
+
+
+def _env(tree: Path) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(tree)
+    env.pop("DPOLAB_PERSONA_DIR", None)  # mutants target the synthetic core; the real track is
+    env.pop("DPOLAB_HH_PATH", None)      # slow and has its own tests
+    return env
+
+
+def run_mutant(mutant, *, tests: bool = True, root: Path | None = None, timeout: float = 900) -> Outcome:
+    """Applies one mutant in a temporary tree and runs its checks (and tests).
+
+    Args:
+      root: the checkout to mutate (default: the one this package runs from).
+    """
+    root = source_root() if root is None else Path(root)
+    with tempfile.TemporaryDirectory(prefix="dpolab-mutant-") as tmp:
+        tree = build_tree(root, Path(tmp), mutant)
+        verdicts = {}
+        if mutant.checks:
+            proc = subprocess.run([sys.executable, "-P", "-c", _CHECK_SCRIPT, str(tree), *mutant.checks],
+                                  env=_env(tree), capture_output=True, text=True, timeout=timeout)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("SELFTEST ")]
+            if proc.returncode != 0 or not line:
+                raise RuntimeError(f"mutant {mutant.name!r}: the check run did not report "
+                                   f"(exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+            verdicts = json.loads(line[-1][len("SELFTEST "):])
+        tests_killed, failed = None, []
+        if tests and mutant.tests:
+            proc = subprocess.run([sys.executable, "-P", "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                                   "-m", "", *mutant.tests], cwd=root, env=_env(tree),
+                                  capture_output=True, text=True, timeout=timeout)
+            if proc.returncode not in (0, 1):
+                raise RuntimeError(f"mutant {mutant.name!r}: pytest could not run its tests "
+                                   f"(exit {proc.returncode}):\n{proc.stdout[-2000:]}")
+            tests_killed = proc.returncode == 1
+            failed = [x.split()[1] for x in proc.stdout.splitlines() if x.startswith("FAILED ")]
+    killed = any("fail" in by_id.values() for by_id in verdicts.values())
+    return Outcome(mutant.name, verdicts, killed, tests_killed, failed)
+
+
+def run_all(mutants, *, jobs: int = 2, tests: bool = True, root: Path | None = None,
+            progress=None) -> list[Outcome]:
+    """Runs mutants `jobs` at a time; outcomes in table order."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run_mutant, m, tests=tests, root=root) for m in mutants]
+        outcomes = []
+        for future in futures:
+            outcomes.append(future.result())
+            if progress:
+                progress(outcomes[-1])
+    return outcomes
+
+
+def score(outcomes) -> dict:
+    """Kill rates of the check registry and of the test suite over the table (a mutant that names
+    no check counts as a registry survivor), and which check results were never made to fail."""
+    with_tests = [o for o in outcomes if o.tests_killed is not None]
+    seen, failed = set(), set()
+    for o in outcomes:
+        for by_id in o.verdicts.values():
+            seen |= set(by_id)
+            failed |= {rid for rid, v in by_id.items() if v == "fail"}
+    return {
+        "mutants": len(outcomes),
+        "registry_killed": sum(o.registry_killed for o in outcomes), "registry_total": len(outcomes),
+        "tests_killed": sum(bool(o.tests_killed) for o in with_tests), "tests_total": len(with_tests),
+        "survivors_registry": [o.name for o in outcomes if not o.registry_killed],
+        "survivors_tests": [o.name for o in with_tests if not o.tests_killed],
+        "results_never_failed": sorted(seen - failed),
+    }
+
+
+def format_outcomes(outcomes, summary) -> str:
+    """A table (one line per mutant) and the two scores."""
+    lines = [f"{'mutant':36s} registry  tests  failing checks"]
+    for o in outcomes:
+        fails = [rid for by_id in o.verdicts.values() for rid, v in by_id.items() if v == "fail"]
+        errors = [rid for by_id in o.verdicts.values() for rid, v in by_id.items() if v.startswith("error")]
+        tests = "—" if o.tests_killed is None else "killed" if o.tests_killed else "SURVIVED"
+        lines.append(f"{o.name:36s} {'killed' if o.registry_killed else 'SURVIVED':9s} {tests:6s} "
+                     + ", ".join(fails + [f"{e} (error)" for e in errors]))
+    lines.append(f"registry: {summary['registry_killed']}/{summary['registry_total']} killed; "
+                 f"tests: {summary['tests_killed']}/{summary['tests_total']} killed")
+    return "\n".join(lines)
+
+
+def select(only: str | None):
+    """The mutants whose name contains one of the comma-separated texts in `only` (None: all)."""
+    from dpolab.mutants import MUTANTS
+
+    if not only:
+        return list(MUTANTS)
+    chosen = [m for m in MUTANTS if any(o in m.name for o in only.split(","))]
+    if not chosen:
+        raise InputError(f"only={only!r} matches no mutant: names are {[m.name for m in MUTANTS]}")
+    return chosen
