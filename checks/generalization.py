@@ -38,17 +38,20 @@ def theorem_43_risk(quick):
         row = {"risk": risk, "CP95": [round(lo, 7), round(hi, 7)], "n": n}
         for name, b in bounds.items():
             status = bound_status(lo, hi, b, n)
-            statuses.append(status)
+            statuses.append((status, b))
             row[name] = {"bound": b, "status": status}
         rows[f"K={K},Q={Q}"] = row
-    ok = "violated" not in statuses and "not certified" not in statuses and "certified" in statuses
+    # a vacuous bound (≥ 1) is certified by any risk: at least one bound < 1 must be certified
+    useful = [st for (st, b) in statuses if b < 1]
+    ok = all(st not in ("violated", "not certified") for st, _ in statuses) and "certified" in useful
     return CheckResult(
         id="im-li/thm4.3-risk", reference="Im & Li Theorem 4.3 (refined form: appendix, reconstructed)",
         claim="at τ_1 the population risk P(r ≤ 0) is ≤ 2KQ²e^{−Q/45} and ≤ the refined bound",
         predicted={k: {b: v[b]["bound"] for b in ("simplified", "refined (reconstructed)")}
                    for k, v in rows.items()},
         measured=rows, tolerance="Clopper–Pearson 95% upper limit ≤ bound",
-        why=f"≥ {MC_SAMPLES} fresh samples per configuration, including a non-vacuous bound (< 1). "
+        why=f"≥ {MC_SAMPLES} fresh samples per configuration; a non-vacuous bound (< 1) must be "
+            "certified (a vacuous one is certified by any risk). "
             "'certified': CP upper ≤ bound; 'violated': CP lower > bound; 'below resolution': the "
             "bound is smaller than the CP upper limit of zero errors in n, so no sample size used "
             "here can certify it (not a failure); 'not certified': anything else (a failure)",
