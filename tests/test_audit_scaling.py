@@ -8,6 +8,7 @@ from scipy import stats
 
 from dpolab.audit import q1_log_k as q1
 from dpolab.audit import q8_unbalanced as q8
+from dpolab.figures.audit_scaling import Q1_REGIMES
 from dpolab.figures.style import read_csv
 from dpolab.sims.risk import mean_ci
 from dpolab.theory import extensions as closed_forms
@@ -198,7 +199,11 @@ def check_q1(manifest, out):
     table = read_csv(out / q1.NAME / "q1_q_emp.csv")
     theorem = table["regime"] == 0
     assert np.array_equal(table["q_emp"][theorem], data["theorem_q_emp"])
-    assert np.allclose(table["q_emp"][table["regime"] == 5], data["qstar_simplified"])
+    bound_rows = table["regime"] == len(Q1_REGIMES) + 1  # after the regimes and real
+    assert np.allclose(table["q_emp"][bound_rows], data["qstar_simplified"])
+    # the worst of K values' risks is at least their mean, and equal to it for K = 1
+    assert np.all(data["distinct_worst_mean"] >= data["distinct_mean"] - 1e-15)
+    np.testing.assert_array_equal(data["distinct_worst_mean"][0], data["distinct_mean"][0])
     # theorem regime: per-sample error ~ Phi(-32 sqrt(Q)) -- no error can occur
     assert data["theorem_mean"].max() == 0 and np.all(data["theorem_censored"] == 1)
     # distinct tokens: a value's risk does not depend on K (pooled CP95 intervals overlap)
