@@ -299,11 +299,32 @@ def _experiments(args) -> int:
     return 0
 
 
+#: commands that run JAX programs: the persistent compilation cache is on for them, and they end with a
+#: line on stderr saying how much of their time was compilation (`dpolab.xla`).
+COMPILING = ("verify", "sweep", "llm", "repro", "audit")
+
+
+def _with_compile_summary(command, args) -> int:
+    import time
+
+    from dpolab import xla
+
+    xla.enable_cache()
+    before, start = xla.stats(), time.perf_counter()
+    code = command(args)
+    if not getattr(args, "quiet", False):
+        print(f"dpolab {args.command}: " + xla.summary(xla.since(before), time.perf_counter() - start),
+              file=sys.stderr)
+    return code
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         commands = {"verify": _verify, "bounds": _bounds, "sweep": _sweep, "llm": _llm, "bench": _bench,
                     "repro": _experiments, "audit": _experiments, "selftest": _selftest}
+        if args.command in COMPILING:
+            return _with_compile_summary(commands[args.command], args)
         return commands[args.command](args)
     except InputError as err:
         print(f"dpolab {args.command}: error: {err}", file=sys.stderr)

@@ -27,6 +27,7 @@ from typing import Callable
 
 import numpy as np
 
+from dpolab import xla
 from dpolab.errors import InputError
 from dpolab.store import environment, load_record, prepare_out, read_manifest, save_record, write_manifest
 
@@ -117,7 +118,7 @@ def run_items(kind: str, items: dict, *, out, quick=False, only=None, force=Fals
     manifest = prepare_out(out, kind, force=force, resume=resume, key={"quick": quick})
     manifest.setdefault("quick", quick)
     manifest.setdefault("items", {})
-    start = time.perf_counter()
+    start, compiled = time.perf_counter(), xla.stats()
     for name in names:
         module = items[name]
         ctx = Context(kind=kind, quick=quick, out=out, dir=out / name, persona_dir=persona_dir,
@@ -145,7 +146,7 @@ def run_items(kind: str, items: dict, *, out, quick=False, only=None, force=Fals
                   "files": sorted(str(Path(f).relative_to(out)) for f in files)}
         manifest["items"][name] = entry
         write_manifest(out, manifest)
-    manifest.update(environment(), wall_s=round(time.perf_counter() - start, 1))
+    manifest.update(environment(), wall_s=round(time.perf_counter() - start, 1), xla=xla.since(compiled))
     write_manifest(out, manifest)
     return manifest, out
 

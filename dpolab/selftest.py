@@ -32,6 +32,8 @@ from dpolab.errors import InputError
 #: runs inside the mutated tree: the named registry entries in quick mode, one JSON line out.
 _CHECK_SCRIPT = r"""
 import json, sys, traceback
+from dpolab import xla
+xla.enable_cache()  # programs the mutant leaves alone are loaded, not compiled again
 import jax
 jax.config.update("jax_enable_x64", True)  # as `run_verify`: every check runs in float64
 import dpolab

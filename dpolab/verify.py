@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from dpolab import xla
 from dpolab.checks.result import CheckResult
 from dpolab.errors import InputError
 from dpolab.store import environment, load_record, prepare_out, save_record, write_atomic
@@ -148,7 +149,7 @@ def markdown(results, meta) -> str:
     out = ["# dpolab verify report", "",
            f"Mode: {'quick' if meta['quick'] else 'full'}; suite: {meta['suite'] or 'all'}; "
            f"precision {meta['precision']}; JAX backend {meta['jax_backend']}; "
-           f"git {meta['git_commit']}; {meta['wall_s']:.1f} s."]
+           f"git {meta['git_commit']}; {xla.summary(meta['xla'], meta['wall_s'])}."]
     out += [f"Not run: suite `{name}` — {why}." for name, why in meta["suites_not_run"].items()]
     out += ["",
            "| verdict | check | reference |", "|---|---|---|"]
@@ -184,7 +185,7 @@ def run_verify(*, suite=None, quick=False, out=None, force=False, resume=False, 
     out = Path(out) if out else default_out()
     prepare_out(out, "verify", force=force, resume=resume, key={"quick": quick})
     store = CheckStore(out)
-    start = time.perf_counter()
+    start, compiled = time.perf_counter(), xla.stats()
     results = run_checks(suite, quick=quick, progress=progress, only=only, stored=store.load,
                          on_done=store.save)
     (out / "results").mkdir(exist_ok=True)
@@ -193,7 +194,7 @@ def run_verify(*, suite=None, quick=False, out=None, force=False, resume=False, 
             np.savez(out / "results" / (_stem(r.id) + ".npz"), **{k: np.asarray(v) for k, v in r.artifacts.items()})
     make_all(out / "results", out / "figures")
     meta = dict(environment(), suite=suite, quick=quick, out=str(out),
-                wall_s=time.perf_counter() - start, suites_not_run=unavailable_suites())
+                wall_s=time.perf_counter() - start, xla=xla.since(compiled), suites_not_run=unavailable_suites())
     report = {"meta": meta, "checks": [r.as_json() for r in results]}
     write_atomic(out / "report.json", json.dumps(report, indent=1, default=float, ensure_ascii=False))
     write_atomic(out / "report.md", markdown(results, meta))

@@ -1,9 +1,14 @@
 """Test configuration: float64 is switched on once, here, for the whole suite.
 
+The persistent XLA compilation cache is on, as for every command (`dpolab.xla`).
 `repro_quick` and `audit_quick` run `dpolab repro --quick` / `dpolab audit --quick` once per test
 session (the per-item tests read what they wrote)."""
-import jax
-import pytest
+from dpolab import xla
+
+xla.enable_cache()  # before jax is loaded, as every command does: the suite and the harness share programs
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 

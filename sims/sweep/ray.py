@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
+from dpolab import xla
 from dpolab.errors import InputError
 
 #: Environment of every chunk task: BLAS on one thread, the process pinned to one CPU (XLA's
@@ -89,6 +90,8 @@ def compute_chunk_timed(spec_json: dict, points: list[int]) -> tuple[dict, float
         pin_to_one_cpu()
     from dpolab.sims.sweep.engine import compute_chunk
 
+    xla.enable_cache()  # a worker is a fresh process: it loads what the driver or a worker compiled
+
     start = time.perf_counter()
     result = compute_chunk(spec_json, points)
     return result, time.perf_counter() - start
@@ -154,7 +157,7 @@ def run_ray(spec, store, todo: Iterable[int], *, address: str | None = None,
         started = True
     task = ray.remote(compute_chunk_timed).options(
         name=TASK_NAME, num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False,
-        runtime_env={"env_vars": dict(WORKER_ENV)})
+        runtime_env={"env_vars": dict(WORKER_ENV) | (xla.quiet_loader_env() if xla.enable_cache() else {})})
     in_flight: dict = {}
     try:
         spec_ref = ray.put(spec.as_json())

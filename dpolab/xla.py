@@ -1,0 +1,167 @@
+"""XLA compilation: the persistent compilation cache (on by default) and a meter of compile time.
+
+Most of a short dpolab run is XLA compiling programs it compiled on the last run too. `enable_cache()`
+turns on JAX's persistent compilation cache, so a program compiled once is loaded from disk by
+every later process (the CLI, the tests, the mutation harness's fresh interpreters, Ray workers).
+
+Where: `$DPOLAB_XLA_CACHE` when set (a directory, or `off` to disable), else
+`$XDG_CACHE_HOME/dpolab/xla` (default `~/.cache/dpolab/xla`), in a subfolder keyed by the jaxlib
+version and the host CPU's instruction-set features. JAX's own cache key covers the program, the
+compile options, the backend and jaxlib, but not the host CPU's features: the subfolder makes sure
+an executable is only ever loaded on a CPU with the features it was compiled for (a cache folder in
+a home directory shared between machines could otherwise hand one CPU code for another).
+
+The XLA:CPU loader logs two C++ error lines per loaded program on some CPUs, because it counts
+LLVM *tuning* attributes (`+prefer-no-gather`, `+prefer-no-scatter`) as required host features
+(openxla/xla#44565, jax-ml/jax#38445): the executable loads and runs correctly. With the folder
+keyed by the CPU's features that mismatch cannot be a real one, so while the cache is on, XLA's C++
+log is limited to fatal messages (`TF_CPP_MIN_LOG_LEVEL=3`) unless the user has set
+`TF_CPP_MIN_LOG_LEVEL` to another level than JAX's default 1 (0 shows everything) or a GPU/TPU
+plugin is installed. XLA reads the level when jaxlib is loaded: `enable_cache()` is called before
+`import jax` (the CLI, the tests and the harness do; Ray workers get it in their environment).
+If the folder cannot be created or written, the run goes on without the cache and says so once.
+
+`stats()` counts what this process compiled (programs, seconds, how many were loaded from the cache);
+`since(before)` is the difference, for a command's summary and manifest.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sys
+from pathlib import Path
+
+ENV = "DPOLAB_XLA_CACHE"
+#: the cache's size cap: JAX evicts the least recently used entries beyond it.
+MAX_BYTES = 2 * 1024**3
+
+_state: dict = {"enabled": None, "listening": False}
+_counts = {"programs": 0, "compile_s": 0.0, "cache_hits": 0, "trace_s": 0.0}
+
+
+def cpu_features() -> str:
+    """The host CPU's instruction-set flags as one sorted string (`/proc/cpuinfo` where there is
+    one; else the platform's machine and processor names)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return " ".join(sorted(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return f"{platform.machine()} {platform.processor()}"
+
+
+def cache_dir() -> Path | None:
+    """The folder this host's cache lives in, or None when `$DPOLAB_XLA_CACHE` is `off`."""
+    import importlib.metadata
+
+    base = os.environ.get(ENV, "").strip()
+    if base.lower() in ("off", "0", "no", "false"):
+        return None
+    if not base:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dpolab" / "xla"
+    key = hashlib.sha256(cpu_features().encode()).hexdigest()[:12]
+    return Path(base).expanduser() / f"jaxlib-{importlib.metadata.version('jaxlib')}-{platform.machine()}-{key}"
+
+
+def enable_cache() -> Path | None:
+    """Turns the persistent compilation cache on (once per process) and starts the meter.
+
+    Returns:
+      The cache folder, or None when it is off or unusable (the run goes on without it).
+    """
+    if _state["enabled"] is None:
+        _state["enabled"] = _usable(cache_dir()) or False
+        if _state["enabled"]:
+            os.environ.update(quiet_loader_env())  # before jax is loaded: XLA reads it then
+            import jax
+
+            jax.config.update("jax_compilation_cache_dir", str(_state["enabled"]))
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+            jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+            jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+    _listen()
+    return _state["enabled"] or None
+
+
+def _usable(folder: Path | None) -> Path | None:
+    """`folder`, created, when this process can write in it; else None (and one line on stderr)."""
+    if folder is None:
+        return None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return folder
+    except OSError as err:
+        print(f"dpolab: the XLA compilation cache is off: {folder} is not writable ({err.strerror}); "
+              f"set {ENV} to a writable folder or to 'off'", file=sys.stderr)
+        return None
+
+
+def quiet_loader_env() -> dict:
+    """{"TF_CPP_MIN_LOG_LEVEL": "3"} where the loader's line should be hidden (see the module's
+    docstring), else {}. XLA reads the level once, when jaxlib is loaded: set it before `import jax`
+    (this process: `enable_cache` does; worker processes: pass it in their environment)."""
+    # `import jax` sets the level to "1" when it is unset: "1" is JAX's default, not a user's choice
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1") == "1" and not _accelerator_plugin():
+        return {"TF_CPP_MIN_LOG_LEVEL": "3"}
+    return {}
+
+
+def _accelerator_plugin() -> bool:
+    """Whether a JAX GPU or TPU plugin is installed (told without starting a backend: XLA reads its
+    log level once, when it starts)."""
+    import importlib.metadata
+
+    names = (d.metadata["Name"] or "" for d in importlib.metadata.distributions())
+    return any(n.lower().replace("_", "-").startswith(("jax-cuda", "jax-rocm", "libtpu")) for n in names)
+
+
+def _listen():
+    """Registers the compile-time listeners (once per process)."""
+    if _state["listening"]:
+        return
+    from jax import monitoring
+
+    def on_duration(event: str, seconds: float, **_):
+        if event == "/jax/core/compile/backend_compile_duration":  # compile, or load from the cache
+            _counts["programs"] += 1
+            _counts["compile_s"] += seconds
+        elif event in ("/jax/core/compile/jaxpr_trace_duration",
+                       "/jax/core/compile/jaxpr_to_mlir_module_duration"):
+            _counts["trace_s"] += seconds
+
+    def on_event(event: str, **_):
+        if event == "/jax/compilation_cache/cache_hits":
+            _counts["cache_hits"] += 1
+
+    monitoring.register_event_duration_secs_listener(on_duration)
+    monitoring.register_event_listener(on_event)
+    _state["listening"] = True
+
+
+def stats() -> dict:
+    """What this process has compiled so far: programs, cache_hits, compile_s (XLA compile or
+    cache load), trace_s (tracing and lowering), cache (the folder or None)."""
+    _listen()
+    folder = _state["enabled"]
+    return dict(_counts, cache=str(folder) if folder else None)
+
+
+def since(before: dict) -> dict:
+    """`stats()` now minus `before` (the counters only), rounded for a manifest."""
+    now = stats()
+    delta = {k: now[k] - before[k] for k in _counts}
+    return {"programs": delta["programs"], "cache_hits": delta["cache_hits"],
+            "compile_s": round(delta["compile_s"] + delta["trace_s"], 2), "cache": now["cache"]}
+
+
+def summary(delta: dict, wall_s: float) -> str:
+    """One line: wall time, the share of it spent compiling, and what came from the cache."""
+    share = delta["compile_s"] / wall_s if wall_s > 0 else 0.0
+    where = f"cache {delta['cache']}" if delta["cache"] else f"cache off (${ENV})"
+    return (f"{wall_s:.1f} s, of which compilation {delta['compile_s']:.1f} s ({share:.0%}): "
+            f"{delta['programs']} programs, {delta['cache_hits']} loaded from the {where}")
