@@ -18,6 +18,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "rdpo": ("rdpo", "rdpo_suite"),
     "sweep": ("sweep", "sweep_suite"),
     "llm": ("llm", "llm_suite"),
+    "e2e": ("e2e", "e2e_suite"),
 }
 
 
