@@ -1,6 +1,7 @@
 """The `dpolab` command line: a thin shell over library functions.
 
   dpolab verify [--suite NAME] [--quick] [--only TEXT] [--out DIR] [--force | --resume] [--json]
+                [--style screen|paper] [--width column|text|INCHES]
   dpolab bounds im-li [--K 1,2,4] [--Q 100] [--d ..] [--v ..] [--lb ..] [--Z ..] [--beta ..]
                       [--tau ..] [--threshold ..] [--json | --csv]
   dpolab bounds rdpo [--n ..] [--d ..] [--eps ..] [--beta ..] [--L ..] [--B ..] [--delta ..]
@@ -16,9 +17,9 @@
   dpolab bench [--suite NAME] [--quick] [--json]
   dpolab selftest [--only NAME,..] [--jobs N] [--no-tests] [--json]
   dpolab repro [--only NAME,..] [--quick] --out DIR [--resume | --force] [--persona-dir DIR]
-               [--hh-path FILE] [--cache-dir DIR]
+               [--hh-path FILE] [--cache-dir DIR] [--style screen|paper] [--width column|text|INCHES]
   dpolab audit [--only NAME,..] [--quick] --out DIR [--resume | --force] [--persona-dir DIR]
-               [--hh-path FILE] [--cache-dir DIR]
+               [--hh-path FILE] [--cache-dir DIR] [--style screen|paper] [--width column|text|INCHES]
 
 Bad input (`InputError`) prints one line naming the field and exits with code 2; `verify` exits 1 iff
 a check fails (findings never fail a run); any other exception is a bug and exits 70 with its
@@ -58,6 +59,21 @@ def _output_flags(parser):
     fmt.add_argument("--csv", action="store_true")
 
 
+def _figure_flags(parser):
+    """--style and --width (`dpolab.figures.style`: STYLES and WIDTHS; a test keeps the two in step)."""
+    parser.add_argument("--style", choices=("screen", "paper"), default="screen",
+                        help="figure preset: 'paper' sets 8 pt labels and thin lines for print (default screen)")
+    parser.add_argument("--width", help="figure width: 'column' (3.25 in), 'text' (6.75 in) or inches in [1, 20] "
+                        "(default: each figure's natural width)")
+
+
+def _figure_preset(args):
+    """The context the command's figures are drawn in; --width is checked before any work."""
+    from dpolab.figures.style import parse_width, preset
+
+    return preset(args.style, parse_width(args.width), "quick run" if args.quick else None)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dpolab", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -72,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     again.add_argument("--resume", action="store_true",
                    help="finish an interrupted run in --out, rerunning only unfinished checks")
     v.add_argument("--json", action="store_true", help="print report.json instead of the table")
+    _figure_flags(v)
 
     b = sub.add_parser("bounds", help="evaluate closed-form bounds (lists give one row per combination)")
     fams = b.add_subparsers(dest="family", required=True)
@@ -138,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
         r.add_argument("--persona-dir", help="persona/ folder of anthropics/evals (default $DPOLAB_PERSONA_DIR)")
         r.add_argument("--hh-path", help="HH-RLHF harmless-base-test.jsonl.gz (default $DPOLAB_HH_PATH)")
         r.add_argument("--cache-dir", help="model cache (default $DPOLAB_CACHE or ~/.cache/dpolab)")
+        _figure_flags(r)
 
     c = sub.add_parser("bench", help="speed of the fast path against baselines and the memory floor")
     c.add_argument("--suite", default="im-li")
@@ -157,8 +175,9 @@ def _verify(args) -> int:
     from dpolab.verify import run_verify, table
 
     progress = None if args.json else (lambda cid: print(f"  running {cid} …", file=sys.stderr, flush=True))
-    results, out = run_verify(suite=args.suite, quick=args.quick, out=args.out, force=args.force,
-                              resume=args.resume, progress=progress, only=args.only)
+    with _figure_preset(args):
+        results, out = run_verify(suite=args.suite, quick=args.quick, out=args.out, force=args.force,
+                                  resume=args.resume, progress=progress, only=args.only)
     if args.json:
         print((out / "report.json").read_text(encoding="utf-8"))
     else:
@@ -291,9 +310,10 @@ def _experiments(args) -> int:
     else:
         from dpolab.audit import run_audit as run
     progress = lambda name: print(f"  computing {name} …", file=sys.stderr, flush=True)
-    manifest, out = run(out=args.out, quick=args.quick, only=args.only, force=args.force,
-                        resume=args.resume, persona_dir=args.persona_dir, hh_path=args.hh_path,
-                        cache_dir=args.cache_dir, progress=progress)
+    with _figure_preset(args):
+        manifest, out = run(out=args.out, quick=args.quick, only=args.only, force=args.force,
+                            resume=args.resume, persona_dir=args.persona_dir, hh_path=args.hh_path,
+                            cache_dir=args.cache_dir, progress=progress)
     print("\n".join(summary_lines(manifest)))
     print(f"{args.command}: {out} ({manifest['wall_s']:.0f} s)")
     return 0
