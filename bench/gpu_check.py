@@ -154,7 +154,8 @@ def stage_real(out: Path, small: bool, device: str) -> dict:
     for dtype in ("float32", "bfloat16"):
         cli(f"extract {device} {dtype}", ["llm", "extract", *common, "--device", device, "--dtype", dtype,
                                           "--out", str(root / f"features-{device}-{dtype}")])
-    cli("extract cpu float32", ["llm", "extract", *common, "--device", "cpu", "--out", str(root / "features-cpu")])
+    cli("extract cpu float32 (reference)", ["llm", "extract", *common, "--device", "cpu",
+                                             "--out", str(root / "features-cpu")])
     feats = root / f"features-{device}-float32"
     cli("train", ["llm", "train", "--features", str(feats), "--persona-dir", str(personas), "--k-sets", "1,2",
                   "--seeds", "2", "--out", str(root / "train"), "--force"])

@@ -278,3 +278,22 @@ def test_one_help_text_per_shared_flag():
     walk(_parser())
     assert set(helps) == {"--persona-dir", "--cache-dir"}
     assert all(len(texts) == 1 for texts in helps.values()), helps
+
+
+def test_resource_estimate_by_hand_and_in_the_readme():
+    """Llama-3.1-8B in bfloat16, computed by hand from the formula in the docstring."""
+    from pathlib import Path
+
+    e = backbone.estimate_resources(backbone.ARCHITECTURES["Llama-3.1-8B"], dtype="bfloat16")
+    weights = 8.03e9 * 2
+    per_statement = 27 * (4 * 4096 + 2 * 14_336) * 2 + 128_256 * 12  # 3,972,096 bytes
+    assert e["weights_gib"] == pytest.approx(weights / 2**30, rel=1e-12)
+    assert e["activations_mib_per_statement"] == pytest.approx(3_972_096 / 2**20, rel=1e-12) == per_statement / 2**20
+    assert e["peak_gib"] == pytest.approx((weights + 16 * per_statement + 128_256 * 4096 * 4) / 2**30, rel=1e-12)
+    assert e["seconds_per_statement"] == pytest.approx(2 * 8.03e9 * 27 / (989e12 * 0.3), rel=1e-12)  # compute-bound
+    small_batch = backbone.estimate_resources(backbone.ARCHITECTURES["Llama-3.1-8B"], batch_size=1)
+    assert small_batch["seconds_per_statement"] == pytest.approx(weights / 3.35e12, rel=1e-12)  # weight reads
+    with pytest.raises(InputError, match="dtype: 'int8'"):
+        backbone.estimate_resources(backbone.ARCHITECTURES["Llama-3.1-8B"], dtype="int8")
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    assert backbone.resource_table() in readme

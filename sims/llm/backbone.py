@@ -219,23 +219,32 @@ ARCHITECTURES = {
 }
 
 
-def estimate_resources(arch: Architecture, *, dtype: str = "bfloat16", tokens: int = 40,
-                       batch_size: int = 16, flops_per_second: float = 400e12,
-                       utilization: float = 0.3) -> dict:
+#: Dense peak FLOP/s of one H100 SXM by dtype (bfloat16/float16 tensor cores; float32 without
+#: TF32, which torch leaves off for matmuls) and its memory bandwidth (bytes/s).
+H100_FLOPS = {"bfloat16": 989e12, "float16": 989e12, "float32": 67e12}
+H100_BANDWIDTH = 3.35e12
+
+
+def estimate_resources(arch: Architecture, *, dtype: str = "bfloat16", tokens: int = 27,
+                       batch_size: int = 16, flops_per_second: float | None = None,
+                       bandwidth: float = H100_BANDWIDTH, utilization: float = 0.3) -> dict:
     """Memory and time of `extract` for one model, from its shapes (inference, no KV cache).
 
-    weights = params · b (b bytes per element of `dtype`);
-    activations per statement ≈ tokens · (4·hidden + 2·intermediate) · b (the residual stream, the
-      attention input/output and the MLP's gate and up projections alive at once in one layer)
-      + vocab · (b + 8) (the last position's logits in `dtype`, then float64 for the log-partition);
-    peak ≈ weights + batch_size · activations per statement + vocab · hidden · 4 (the head in float32);
-    time per statement ≈ 2 · params · tokens / (flops_per_second · utilization).
+    With b bytes per element of `dtype`, P parameters and T tokens per prompt:
+      weights = P · b;
+      activations per statement = T · (4·hidden + 2·intermediate) · b (the residual stream, the
+        attention input/output and the MLP's gate and up projections alive at once in one layer)
+        + vocab · (4 + 8) (the last position's logits in float32, then float64 for the partition);
+      peak = weights + batch_size · activations per statement + vocab · hidden · 4 (the head in
+        float32, copied unless the model is float32);
+      seconds per statement = max(2 · P · T / (flops_per_second · utilization),
+                                  P · b / (bandwidth · batch_size))  (compute or weight reads).
 
     Args:
-      arch: the model's shapes. dtype: one of DTYPES. tokens: prompt length (persona prompts
-      average ~40 tokens). batch_size: prompts per forward pass. flops_per_second: the device's
-      dense peak in `dtype` (H100 bfloat16 ≈ 990e12; 400e12 is a conservative figure).
-      utilization: the fraction of peak reached (small batches of short prompts: ~0.3).
+      arch: the model's shapes. dtype: one of DTYPES. tokens: prompt length (the persona prompts
+      average 27 Gemma tokens, 95th percentile 41). batch_size: prompts per forward pass.
+      flops_per_second: the device's dense peak (default: one H100 SXM in `dtype`).
+      bandwidth: memory bandwidth in bytes/s (H100 SXM). utilization: fraction of peak reached.
 
     Returns:
       dict with weights_gib, activations_mib_per_statement, peak_gib, seconds_per_statement,
@@ -244,10 +253,26 @@ def estimate_resources(arch: Architecture, *, dtype: str = "bfloat16", tokens: i
     if dtype not in _DTYPE_BYTES:
         raise InputError(f"dtype: {dtype!r} is not allowed; choose one of {', '.join(DTYPES)}")
     b = _DTYPE_BYTES[dtype]
+    flops = flops_per_second or H100_FLOPS[dtype]
     weights = arch.params * b
-    per_statement = tokens * (4 * arch.hidden + 2 * arch.intermediate) * b + arch.vocab * (b + 8)
-    peak = weights + batch_size * per_statement + arch.vocab * arch.hidden * 4
-    seconds = 2 * arch.params * tokens / (flops_per_second * utilization)
+    per_statement = tokens * (4 * arch.hidden + 2 * arch.intermediate) * b + arch.vocab * (4 + 8)
+    head_copy = 0 if dtype == "float32" else arch.vocab * arch.hidden * 4
+    peak = weights + batch_size * per_statement + head_copy
+    seconds = max(2 * arch.params * tokens / (flops * utilization), weights / (bandwidth * batch_size))
     return {"weights_gib": weights / 2**30, "activations_mib_per_statement": per_statement / 2**20,
             "peak_gib": peak / 2**30, "seconds_per_statement": seconds,
             "hours_for_135_personas": seconds * 135_000 / 3600}
+
+
+def resource_table() -> str:
+    """The README's table: `estimate_resources` for every model in ARCHITECTURES, bfloat16 and
+    float32, default settings (a test keeps the README in sync)."""
+    lines = ["| model | dtype | weights GiB | activations MiB/statement | peak GiB | ms/statement | "
+             "hours, 135 personas × 1,000 |", "|---|---|---|---|---|---|---|"]
+    for name, arch in ARCHITECTURES.items():
+        for dtype in ("bfloat16", "float32"):
+            e = estimate_resources(arch, dtype=dtype)
+            lines.append(f"| {name} | {dtype} | {e['weights_gib']:.1f} | {e['activations_mib_per_statement']:.1f} | "
+                         f"{e['peak_gib']:.1f} | {1000 * e['seconds_per_statement']:.2f} | "
+                         f"{e['hours_for_135_personas']:.2f} |")
+    return "\n".join(lines)
