@@ -19,7 +19,6 @@ language: the stage checks device placement, precision and agreement.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -130,41 +129,40 @@ def stage_sweep(out: Path, small: bool) -> dict:
 
 
 def stage_real(out: Path, small: bool, device: str) -> dict:
-    """The tiny model through extract (device: float32 and bfloat16; CPU float32 reference),
-    train, diagnose and hh, all through the command line."""
+    """The tiny model through extract (on `device` in float32 and bfloat16, and on the CPU in
+    float32 as the reference), train, diagnose and hh: the library functions the `dpolab llm`
+    commands call. A step that raises is recorded with its error and fails the stage."""
     import numpy as np
 
-    from dpolab.cli import main
-    from dpolab.sims.llm import tiny
-    from dpolab.sims.llm.extract import load_features
+    from dpolab.sims.llm import commands, tiny
+    from dpolab.sims.llm.extract import extract, load_features
 
     root = out / "real"
-    model = tiny.build_tiny_model(root / "model", hidden_size=64 if small else 256, layers=2 if small else 4)
+    model = str(tiny.build_tiny_model(root / "model", hidden_size=64 if small else 256, layers=2 if small else 4))
     personas = tiny.write_personas(root / "personas", statements=8 if small else 64)
     hh = tiny.write_hh(root / "hh.jsonl.gz", pairs=12 if small else 200)
-    common = ["--persona-dir", str(personas), "--k-set", "1,2", "--model", str(model), "--quiet"]
-    times, codes = {}, {}
-
-    log = open(root / "cli.log", "w", encoding="utf-8")
-
-    def cli(name, args):  # each command's printed summary goes to real/cli.log
-        with contextlib.redirect_stdout(log):
-            codes[name], times[name] = _timed(lambda: main(args))
-
-    for dtype in ("float32", "bfloat16"):
-        cli(f"extract {device} {dtype}", ["llm", "extract", *common, "--device", device, "--dtype", dtype,
-                                          "--out", str(root / f"features-{device}-{dtype}")])
-    cli("extract cpu float32 (reference)", ["llm", "extract", *common, "--device", "cpu",
-                                             "--out", str(root / "features-cpu")])
+    names = commands.paper_union([1, 2], personas)
     feats = root / f"features-{device}-float32"
-    cli("train", ["llm", "train", "--features", str(feats), "--persona-dir", str(personas), "--k-sets", "1,2",
-                  "--seeds", "2", "--out", str(root / "train"), "--force"])
-    cli("diagnose", ["llm", "diagnose", "--features", str(feats), "--out", str(root / "diagnose"), "--force"])
-    cli("hh", ["llm", "hh", "--hh-path", str(hh), "--limit", str(12 if small else 200), "--seeds", "1",
-               "--model", str(model), "--device", device, "--out", str(root / "hh")])
-    log.close()
-    info = {"device": device, "seconds": times, "returncodes": codes}
-    if all(c == 0 for c in codes.values()):
+    steps = {
+        f"extract {device} float32": lambda: extract(personas, names, None, feats, model=model, device=device,
+                                                     progress=False),
+        f"extract {device} bfloat16": lambda: extract(personas, names, None, root / f"features-{device}-bfloat16",
+                                                      model=model, device=device, dtype="bfloat16", progress=False),
+        "extract cpu float32 (reference)": lambda: extract(personas, names, None, root / "features-cpu",
+                                                           model=model, device="cpu", progress=False),
+        "train": lambda: commands.run_train(feats, root / "train", seeds=2, force=True,
+                                            value_sets=commands.paper_value_sets([1, 2], personas, feats)),
+        "diagnose": lambda: commands.run_diagnose(feats, root / "diagnose", force=True),
+        "hh": lambda: commands.run_hh(hh, 12 if small else 200, root / "hh", seeds=1, model=model, device=device),
+    }
+    times, errors = {}, {}
+    for name, step in steps.items():
+        try:
+            _, times[name] = _timed(step)
+        except Exception as err:  # recorded, not raised: the report says which step broke
+            errors[name] = f"{err.__class__.__name__}: {err}"
+    info = {"device": device, "seconds": times, "errors": errors}
+    if not errors:
         a, b = load_features(feats), load_features(root / "features-cpu")
         rel = max(float(np.abs(a[n]["g"] - b[n]["g"]).max() / np.abs(b[n]["g"]).max()) for n in b)
         logp = max(float(np.abs(a[n]["ref_logp_yes"] - b[n]["ref_logp_yes"]).max()) for n in b)
@@ -208,7 +206,7 @@ def format_markdown(report: dict) -> str:
         elif name == "verify":
             note = f"verdicts {stage.get('verdicts')}, JAX backend {stage.get('jax_backend')}"
         else:
-            note = f"return codes {stage.get('returncodes')}"
+            note = f"errors {stage.get('errors')}"
         lines.append(f"| {name} | {'yes' if stage.get('ok') else 'NO'} | {wall:.1f} | {note} |")
     return "\n".join(lines) + "\n"
 

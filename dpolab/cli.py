@@ -64,17 +64,20 @@ def _output_flags(parser):
 
 PERSONA_DIR_HELP = "persona/ folder of a clone of github.com/anthropics/evals (default $DPOLAB_PERSONA_DIR)"
 CACHE_DIR_HELP = "model cache (default $DPOLAB_CACHE or ~/.cache/dpolab)"
+HH_PATH_HELP = "HH-RLHF harmless-base-test.jsonl.gz (default $DPOLAB_HH_PATH)"
 MODEL_GUARD_HELP = "refuse unless --features were extracted by this model (same --model forms as extract)"
 
 
 def _backbone_flags(parser, *, batch_size: int) -> None:
     """--model, --device, --dtype, --batch-size and --cache-dir of the commands that run a model."""
+    from dpolab.sims.llm.backbone import DEVICES, DTYPES  # no torch import
+
     parser.add_argument("--model", help="a Hugging Face model folder, a hub id in the local Hugging Face "
                         "cache (e.g. meta-llama/Llama-3.1-8B; never downloaded), or gemma-3-270m-q4 "
                         "(default: the packaged Gemma-3-270M)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+    parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="auto: cuda when torch sees a GPU, else cpu")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+    parser.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="the model's precision (features are stored in float32)")
     parser.add_argument("--batch-size", type=int, default=batch_size, help="prompts per forward pass")
     parser.add_argument("--cache-dir", help=CACHE_DIR_HELP)
@@ -139,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True)
     tr.add_argument("--force", action="store_true", help="replace an earlier llm train run in --out")
     hh = llm_sub.add_parser("hh", help="DPO, cDPO and rDPO on HH-RLHF features under injected flips")
-    hh.add_argument("--hh-path", help="harmless-base-test.jsonl.gz (default $DPOLAB_HH_PATH)")
+    hh.add_argument("--hh-path", help=HH_PATH_HELP)
     hh.add_argument("--limit", type=int, default=500, help="pairs (the first N of the file)")
     hh.add_argument("--seeds", type=int, default=5, help="split and flip seeds")
     _backbone_flags(hh, batch_size=8)
@@ -160,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
         again.add_argument("--resume", action="store_true", help="finish an interrupted run in --out")
         again.add_argument("--force", action="store_true", help=f"replace an earlier {name} run in --out")
         r.add_argument("--persona-dir", help=PERSONA_DIR_HELP)
-        r.add_argument("--hh-path", help="HH-RLHF harmless-base-test.jsonl.gz (default $DPOLAB_HH_PATH)")
+        r.add_argument("--hh-path", help=HH_PATH_HELP)
         r.add_argument("--cache-dir", help=CACHE_DIR_HELP)
 
     c = sub.add_parser("bench", help="speed of the fast path against baselines and the memory floor")

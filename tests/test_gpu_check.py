@@ -60,6 +60,6 @@ def test_the_script_runs_at_toy_sizes_on_the_cpu(tmp_path):
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert report["ok"] and report["stages"]["real"]["returncodes"]["hh"] == 0
+    assert report["ok"] and report["stages"]["real"]["errors"] == {} and "hh" in report["stages"]["real"]["seconds"]
     assert all(r["agree"] for r in report["stages"]["sweep"]["cross_check"]["metrics"].values())
     assert report["stages"]["verify"]["verdicts"]["fail"] == 0

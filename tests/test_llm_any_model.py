@@ -271,12 +271,12 @@ def test_one_help_text_per_shared_flag():
             if isinstance(action, argparse._SubParsersAction):
                 for sub in action.choices.values():
                     walk(sub)
-            for flag in ("--persona-dir", "--cache-dir"):
+            for flag in ("--persona-dir", "--cache-dir", "--hh-path"):
                 if flag in action.option_strings:
                     helps.setdefault(flag, set()).add(action.help)
 
     walk(_parser())
-    assert set(helps) == {"--persona-dir", "--cache-dir"}
+    assert set(helps) == {"--persona-dir", "--cache-dir", "--hh-path"}
     assert all(len(texts) == 1 for texts in helps.values()), helps
 
 

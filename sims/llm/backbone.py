@@ -66,7 +66,7 @@ def _sha256_folder(path: Path) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _resolve(spec: str) -> ModelRef:
+def _resolve(spec: str, stamp: tuple) -> ModelRef:  # stamp: a local folder's file stats (cache key)
     if spec in ("", DEFAULT_MODEL):
         from dpolab.sims.llm import model as packaged
 
@@ -103,7 +103,15 @@ def resolve_model(model: str | None) -> ModelRef:
       InputError: naming `--model` for a folder without config.json, an unreadable folder, or a hub
         id that is not in the local cache; MissingExtraError when the packaged model is missing.
     """
-    return _resolve("" if model is None else str(model).strip())
+    spec = "" if model is None else str(model).strip()
+    stamp = ()
+    if spec and Path(spec).expanduser().is_dir():
+        try:  # a folder rewritten in place is hashed again
+            stamp = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                          for f in sorted(Path(spec).expanduser().iterdir()))
+        except OSError:
+            pass
+    return _resolve(spec, stamp)
 
 
 def resolve_device(device: str | None) -> str:
