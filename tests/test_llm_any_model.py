@@ -74,6 +74,21 @@ def test_features_are_the_models_own_logprobs(files, features):
                                    atol=1e-4)
 
 
+def test_a_tied_head_is_read_as_the_unembedding(files, tmp_path):
+    from dpolab.sims.llm.extract import extract, load_features
+
+    model = tiny.build_tiny_model(tmp_path / "tied", tied=True)
+    extract(files["personas"], ["p000"], 4, tmp_path / "f", model=str(model), device="cpu", progress=False)
+    manifest = json.loads((tmp_path / "f" / "manifest.json").read_text())
+    assert manifest["tied_head"] is True
+    from safetensors.numpy import load_file
+
+    weights = load_file(str(model / "model.safetensors"))
+    embed = weights["model.embed_tokens.weight"]
+    yes, no = manifest["token_ids"]["yes"], manifest["token_ids"]["no"]
+    np.testing.assert_array_equal(load_features(tmp_path / "f")["p000"]["head_yes_no"], embed[[yes, no]])
+
+
 def test_train_and_diagnose_on_the_tiny_model(files, features, tmp_path):
     out = tmp_path / "train"
     assert main(["llm", "train", "--features", str(features), "--persona-dir", str(files["personas"]),
