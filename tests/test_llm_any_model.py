@@ -172,6 +172,29 @@ def test_a_dtype_the_device_cannot_run_is_refused(monkeypatch):
         backbone.resolve_dtype("float16", "cpu")
 
 
+def test_float16_overflow_names_the_dtype_and_leaves_nothing(files, tmp_path, capsys):
+    """A model whose residual stream exceeds float16's range (65,504): refused naming --dtype (the
+    packaged Gemma does this on CPU), while float32 runs."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(files["model"]))
+    with torch.no_grad():  # every MLP adds ~1e3 to a residual stream already at 6e4
+        model.get_input_embeddings().weight.fill_(6e4)
+        for layer in model.model.layers:
+            for proj in (layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
+                proj.weight.fill_(1.0)
+    big = tmp_path / "big"
+    model.save_pretrained(str(big))
+    AutoTokenizer.from_pretrained(str(files["model"])).save_pretrained(str(big))
+    args = ["llm", "extract", "--persona-dir", str(files["personas"]), "--personas", "p000", "--limit", "2",
+            "--model", str(big), "--device", "cpu", "--quiet"]
+    capsys.readouterr()
+    assert main(args + ["--dtype", "float16", "--out", str(tmp_path / "f16")]) == 2
+    assert "'float16' overflows" in _one_line_error(capsys, "--dtype")
+    assert not (tmp_path / "f16").exists()
+    assert main(args + ["--out", str(tmp_path / "f32")]) == 0
+
+
 def _bad_models(root):
     folder = root / "no-config"
     folder.mkdir()

@@ -197,7 +197,11 @@ def load_backbone(ref: ModelRef, *, device: str, dtype: str, cache_dir=None, pro
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    if not progress:
+    import sys
+
+    if progress and sys.stderr.isatty():  # a loading bar on a terminal only, like extract's own bar
+        hf_logging.enable_progress_bar()
+    else:
         hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(ref.path), local_files_only=True)
