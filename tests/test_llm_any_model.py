@@ -195,6 +195,26 @@ def test_float16_overflow_names_the_dtype_and_leaves_nothing(files, tmp_path, ca
     assert main(args + ["--out", str(tmp_path / "f32")]) == 0
 
 
+def test_a_hub_id_is_read_from_the_local_cache_with_its_commit_as_revision(files, tmp_path, monkeypatch):
+    """The Hugging Face cache layout (models--OWNER--NAME/refs/main → snapshots/COMMIT/), offline."""
+    import shutil
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--tiny-org--tiny-llama"
+    shutil.copytree(files["model"], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # read at each call
+    ref = backbone.resolve_model("tiny-org/tiny-llama")
+    assert (ref.kind, ref.name, ref.revision) == ("hub", "tiny-org/tiny-llama", commit)
+    assert main(["llm", "extract", "--persona-dir", str(files["personas"]), "--personas", "p000", "--limit", "2",
+                 "--model", "tiny-org/tiny-llama", "--device", "cpu", "--quiet", "--out", str(tmp_path / "f")]) == 0
+    key = json.loads((tmp_path / "f" / "manifest.json").read_text())["model_key"]
+    assert key == {"model": "tiny-org/tiny-llama", "revision": commit, "dtype": "float32"}
+
+
 def _bad_models(root):
     folder = root / "no-config"
     folder.mkdir()
@@ -217,7 +237,9 @@ def _bad_models(root):
 
 
 def test_bad_models_exit_2_in_one_line_and_leave_nothing(files, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
     for model, flag, message in _bad_models(tmp_path):
         out = tmp_path / "out"
         assert main(["llm", "extract", "--persona-dir", str(files["personas"]), "--personas", "p000",
