@@ -27,7 +27,10 @@ def features(quick: bool):
     ks, limit = ((1, 2), 60) if quick else ((1, 2, 4, 8), 200)
     sets = {k: paper_persona_set(k) for k in ks}
     names = list(dict.fromkeys(n for s in sets.values() for n in s))
-    out = cache_root() / "features" / f"paper-sets-limit{limit}"
+    from dpolab.sims.llm.backbone import resolve_model
+
+    # one folder per (model revision, dtype): another model's features are never mixed in
+    out = cache_root() / "features" / resolve_model(None).slug("float32") / f"paper-sets-limit{limit}"
     extract(None, names, limit, out, progress=False)
     stored = load_features(out, names)
     pf = {n: PersonaFeatures(**{f: stored[n][f] for f in PersonaFeatures._fields}) for n in names}

@@ -10,10 +10,14 @@
   dpolab bounds mixture --rewards "r11,r12;r21,r22" --weights w1,w2 [--json | --csv]
   dpolab sweep SPEC.toml --out DIR [--backend local|ray] [--address ADDR] [--resume | --force]
                [--quiet]
-  dpolab llm extract --persona-dir DIR (--personas A,B | --k-set K | --all) [--limit N] --out DIR
-  dpolab llm train --features DIR --out DIR [--k-sets 1,2,4] [--protocol paper|gd] [--seeds N] [--force]
-  dpolab llm diagnose --features DIR --out DIR [--force]
-  dpolab llm hh [--hh-path FILE] [--limit N] [--seeds N] --out DIR
+  dpolab llm extract --persona-dir DIR (--personas A,B | --k-set 1,2,.. | --all) [--limit N] --out DIR
+                     [--model ID|DIR] [--device auto|cpu|cuda] [--dtype float32|bfloat16|float16]
+                     [--batch-size N] [--cache-dir DIR]
+  dpolab llm train --features DIR --out DIR [--k-sets 1,2,4] [--protocol paper|gd] [--seeds N]
+                   [--model ID|DIR] [--force]
+  dpolab llm diagnose --features DIR --out DIR [--model ID|DIR] [--force]
+  dpolab llm hh [--hh-path FILE] [--limit N] [--seeds N] --out DIR [--model ID|DIR] [--device ..]
+                [--dtype ..] [--batch-size N] [--cache-dir DIR]
   dpolab bench [--suite NAME] [--quick] [--json]
   dpolab selftest [--only NAME,..] [--jobs N] [--no-tests] [--json]
   dpolab repro [--only NAME,..] [--quick] --out DIR [--resume | --force] [--persona-dir DIR]
@@ -74,6 +78,27 @@ def _figure_preset(args):
     return preset(args.style, parse_width(args.width), "quick run" if args.quick else None)
 
 
+PERSONA_DIR_HELP = "persona/ folder of a clone of github.com/anthropics/evals (default $DPOLAB_PERSONA_DIR)"
+CACHE_DIR_HELP = "model cache (default $DPOLAB_CACHE or ~/.cache/dpolab)"
+HH_PATH_HELP = "HH-RLHF harmless-base-test.jsonl.gz (default $DPOLAB_HH_PATH)"
+MODEL_GUARD_HELP = "refuse unless --features were extracted by this model (same --model forms as extract)"
+
+
+def _backbone_flags(parser, *, batch_size: int) -> None:
+    """--model, --device, --dtype, --batch-size and --cache-dir of the commands that run a model."""
+    from dpolab.sims.llm.backbone import DEVICES, DTYPES  # no torch import
+
+    parser.add_argument("--model", help="a Hugging Face model folder, a hub id in the local Hugging Face "
+                        "cache (e.g. meta-llama/Llama-3.1-8B; never downloaded), or gemma-3-270m-q4 "
+                        "(default: the packaged Gemma-3-270M)")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="auto: cuda when torch sees a GPU, else cpu")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32",
+                        help="the model's precision (features are stored in float32)")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="prompts per forward pass")
+    parser.add_argument("--cache-dir", help=CACHE_DIR_HELP)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dpolab", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -115,31 +140,33 @@ def _parser() -> argparse.ArgumentParser:
     llm = sub.add_parser("llm", help="the real-embedding track (needs the llm extra)")
     llm_sub = llm.add_subparsers(dest="llm_command", required=True)
     ex = llm_sub.add_parser("extract", help="hidden states of persona statements, cached")
-    ex.add_argument("--persona-dir", help="persona/ folder of anthropics/evals (default $DPOLAB_PERSONA_DIR)")
+    ex.add_argument("--persona-dir", help=PERSONA_DIR_HELP)
     pick = ex.add_mutually_exclusive_group(required=True)
     pick.add_argument("--personas", help="comma-separated persona names")
-    pick.add_argument("--k-set", type=int, help="the paper's persona set of this size (1, 2, 4, 8, 16)")
+    pick.add_argument("--k-set", help="the paper's persona sets of these sizes (comma list of 1, 2, 4, 8, 16)")
     pick.add_argument("--all", action="store_true", help="all 135 personas")
     ex.add_argument("--limit", type=int, help="statements per persona (default all)")
-    ex.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass")
-    ex.add_argument("--cache-dir", help="model cache (default $DPOLAB_CACHE or ~/.cache/dpolab)")
+    _backbone_flags(ex, batch_size=16)
     ex.add_argument("--quiet", action="store_true", help="no progress output")
     ex.add_argument("--out", required=True, help="output directory (npz per persona + manifest.json)")
     tr = llm_sub.add_parser("train", help="last-layer DPO on extracted features (JAX)")
     tr.add_argument("--features", required=True, help="a folder written by `dpolab llm extract`")
-    tr.add_argument("--persona-dir", help="to resolve the paper's persona sets (default $DPOLAB_PERSONA_DIR)")
+    tr.add_argument("--persona-dir", help=PERSONA_DIR_HELP)
     tr.add_argument("--k-sets", default="1,2,4,8,16", help="paper set sizes to train (comma list)")
     tr.add_argument("--protocol", default="paper", help="paper (Adam, lr 1e-3, β=0.01, 100 steps) or gd")
     tr.add_argument("--seeds", type=int, default=3, help="split seeds")
+    tr.add_argument("--model", help=MODEL_GUARD_HELP)
     tr.add_argument("--out", required=True)
     tr.add_argument("--force", action="store_true", help="replace an earlier llm train run in --out")
     hh = llm_sub.add_parser("hh", help="DPO, cDPO and rDPO on HH-RLHF features under injected flips")
-    hh.add_argument("--hh-path", help="harmless-base-test.jsonl.gz (default $DPOLAB_HH_PATH)")
+    hh.add_argument("--hh-path", help=HH_PATH_HELP)
     hh.add_argument("--limit", type=int, default=500, help="pairs (the first N of the file)")
     hh.add_argument("--seeds", type=int, default=5, help="split and flip seeds")
+    _backbone_flags(hh, batch_size=8)
     hh.add_argument("--out", required=True, help="features cache and results (hh_results.csv)")
     dg = llm_sub.add_parser("diagnose", help="embedding structure and the theorem's conditions")
     dg.add_argument("--features", required=True)
+    dg.add_argument("--model", help=MODEL_GUARD_HELP)
     dg.add_argument("--out", required=True)
     dg.add_argument("--force", action="store_true", help="replace an earlier llm diagnose run in --out")
 
@@ -152,9 +179,9 @@ def _parser() -> argparse.ArgumentParser:
         again = r.add_mutually_exclusive_group()
         again.add_argument("--resume", action="store_true", help="finish an interrupted run in --out")
         again.add_argument("--force", action="store_true", help=f"replace an earlier {name} run in --out")
-        r.add_argument("--persona-dir", help="persona/ folder of anthropics/evals (default $DPOLAB_PERSONA_DIR)")
-        r.add_argument("--hh-path", help="HH-RLHF harmless-base-test.jsonl.gz (default $DPOLAB_HH_PATH)")
-        r.add_argument("--cache-dir", help="model cache (default $DPOLAB_CACHE or ~/.cache/dpolab)")
+        r.add_argument("--persona-dir", help=PERSONA_DIR_HELP)
+        r.add_argument("--hh-path", help=HH_PATH_HELP)
+        r.add_argument("--cache-dir", help=CACHE_DIR_HELP)
         _figure_flags(r)
 
     c = sub.add_parser("bench", help="speed of the fast path against baselines and the memory floor")
@@ -242,35 +269,35 @@ def _llm(args) -> int:
 
 
 def _llm_command(args) -> int:
+    from dpolab.sims.llm import commands
+
     if args.llm_command == "extract":
         from dpolab.sims.llm.extract import extract, format_summary
         from dpolab.sims.llm.persona import select_personas
 
-        names = select_personas(args.persona_dir, names=args.personas, k=args.k_set,
-                                all_personas=args.all)
-        summary = extract(args.persona_dir, names, args.limit, args.out, batch_size=args.batch_size,
-                          cache_dir=args.cache_dir, progress=not args.quiet)
+        if args.k_set is not None:
+            names = commands.paper_union(commands.parse_k_sets(args.k_set, "--k-set"), args.persona_dir)
+        else:
+            names = select_personas(args.persona_dir, names=args.personas, all_personas=args.all)
+        summary = extract(args.persona_dir, names, args.limit, args.out, model=args.model, device=args.device,
+                          dtype=args.dtype, batch_size=args.batch_size, cache_dir=args.cache_dir,
+                          progress=not args.quiet)
         print(format_summary(summary))
     elif args.llm_command == "train":
-        from dpolab.sims.llm.commands import run_train
-        from dpolab.sims.llm.persona import paper_persona_set
-
-        ks = [int(k) for k in args.k_sets.split(",") if k.strip()]
-        sets = {k: paper_persona_set(k, args.persona_dir) for k in ks}
-        rows = run_train(args.features, args.out, value_sets=sets, protocol=args.protocol, seeds=args.seeds,
-                         force=args.force)
+        commands.check_features_model(args.features, args.model)
+        sets = commands.paper_value_sets(commands.parse_k_sets(args.k_sets), args.persona_dir, args.features)
+        rows = commands.run_train(args.features, args.out, value_sets=sets, protocol=args.protocol,
+                                  seeds=args.seeds, force=args.force)
         for r in rows:
             print(f"K={r['K']:>2} seed={r['seed']} train margin {r['train_margin']:.4f} "
                   f"test error {r['test_error']:.4f}")
     elif args.llm_command == "hh":
-        from dpolab.sims.llm.hh import extract_hh, rdpo_on_real, write_results
-
-        rows = rdpo_on_real(extract_hh(args.hh_path, args.limit, args.out), seeds=args.seeds)
-        print(write_results(rows, args.out))
+        print(commands.run_hh(args.hh_path, args.limit, args.out, seeds=args.seeds, model=args.model,
+                              device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                              cache_dir=args.cache_dir))
     else:
-        from dpolab.sims.llm.commands import run_diagnose
-
-        report = run_diagnose(args.features, args.out, force=args.force)
+        commands.check_features_model(args.features, args.model)
+        report = commands.run_diagnose(args.features, args.out, force=args.force)
         print(json.dumps(report["structure"], indent=1, default=float))
     return 0
 

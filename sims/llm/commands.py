@@ -8,7 +8,8 @@ import numpy as np
 
 from dpolab.errors import InputError
 from dpolab.sims.llm.diagnose import data_model_estimates, embedding_structure
-from dpolab.sims.llm.extract import load_features
+from dpolab.sims.llm.extract import MANIFEST, load_features
+from dpolab.sims.llm.persona import PAPER_PERSONA_SETS, paper_persona_set
 from dpolab.sims.llm.train import PAPER_PROTOCOL, PersonaFeatures, per_value_means, train_split
 from dpolab.store import environment, prepare_out, write_atomic, write_manifest
 from dpolab.theory.im_li import tau_1
@@ -20,6 +21,83 @@ def load_persona_features(features_dir) -> dict[str, PersonaFeatures]:
     """The personas stored by `dpolab llm extract` in `features_dir`, as training inputs."""
     stored = load_features(features_dir)
     return {n: PersonaFeatures(**{f: a[f] for f in PersonaFeatures._fields}) for n, a in stored.items()}
+
+
+def parse_k_sets(text, flag: str = "--k-sets") -> list[int]:
+    """A comma list of the paper's value-set sizes ("1,2,4,8,16"), validated.
+
+    Raises:
+      InputError: naming `flag`, the value and the allowed sizes.
+    """
+    allowed = sorted(PAPER_PERSONA_SETS)
+    try:
+        ks = [int(k) for k in str(text).split(",") if k.strip()]
+    except ValueError:
+        ks = []
+    if not ks or any(k not in PAPER_PERSONA_SETS for k in ks):
+        raise InputError(f"{flag}: {text!r} is not allowed; give a comma list of the paper's set sizes {allowed}")
+    return list(dict.fromkeys(ks))
+
+
+def paper_union(ks, persona_dir) -> list[str]:
+    """The personas of the paper's sets for every K in `ks` (union, first-seen order)."""
+    return list(dict.fromkeys(n for k in ks for n in paper_persona_set(k, persona_dir)))
+
+
+def paper_value_sets(ks, persona_dir, features_dir) -> dict[int, list[str]]:
+    """{K: persona names} of the paper's sets, after checking that `features_dir` holds them all.
+
+    The paper's sets are not nested (the K = 16 set is not a superset of the others), so features
+    for `--k-sets 1,2,4,8,16` come from `dpolab llm extract --k-set 1,2,4,8,16`.
+
+    Raises:
+      InputError: naming `--features` and, per K, the personas that are missing.
+    """
+    sets = {k: paper_persona_set(k, persona_dir) for k in ks}
+    stored = set(load_features_manifest(features_dir).get("personas", {}))
+    missing = {k: [n for n in names if n not in stored] for k, names in sets.items()}
+    missing = {k: names for k, names in missing.items() if names}
+    if missing:
+        detail = "; ".join(f"K={k} needs {names}" for k, names in missing.items())
+        raise InputError(f"--features: {str(features_dir)!r} lacks personas of the requested sets ({detail}); "
+                         f"extract them first: dpolab llm extract --k-set {','.join(map(str, ks))} "
+                         f"--out {features_dir}")
+    return sets
+
+
+def load_features_manifest(features_dir) -> dict:
+    """The manifest of a features folder written by `dpolab llm extract`.
+
+    Raises:
+      InputError: naming `--features` when there is none.
+    """
+    try:
+        manifest = json.loads((Path(features_dir) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(f"--features: {str(features_dir)!r} has no readable {MANIFEST} "
+                         "(a folder written by dpolab llm extract)") from err
+    if not isinstance(manifest, dict) or not manifest.get("personas"):
+        raise InputError(f"--features: {str(features_dir)!r} holds no extracted persona")
+    return manifest
+
+
+def check_features_model(features_dir, model) -> dict:
+    """With `--model` given, the features must have been extracted by that model (any dtype).
+    Returns the features' model key (recorded in train/diagnose manifests).
+
+    Raises:
+      InputError: naming `--model` when the features come from another model or revision.
+    """
+    held = load_features_manifest(features_dir).get("model_key", {})
+    if model is not None:
+        from dpolab.sims.llm.backbone import resolve_model
+
+        ref = resolve_model(model)
+        if (held.get("model"), held.get("revision")) != (ref.name, ref.revision):
+            raise InputError(f"--model: {ref.name!r} (revision {ref.revision[:12]}) did not extract "
+                             f"--features {str(features_dir)!r} ({held.get('model')!r}, revision "
+                             f"{str(held.get('revision'))[:12]})")
+    return held
 
 
 def run_train(features_dir, out, *, value_sets: dict[int, list[str]], protocol="paper", seeds=3,
@@ -37,15 +115,19 @@ def run_train(features_dir, out, *, value_sets: dict[int, list[str]], protocol="
     jax.config.update("jax_enable_x64", True)  # the features are float32; training runs in float64
     if protocol not in PROTOCOLS:
         raise InputError(f"protocol={protocol!r} is not allowed: protocol must be one of {PROTOCOLS}")
+    from dpolab.sims.llm.extract import check_positive_int
+
+    check_positive_int("seeds", seeds)
     personas = load_persona_features(features_dir)
+    missing = sorted({n for names in value_sets.values() for n in names if n not in personas})
+    if missing:
+        raise InputError(f"--features: personas {missing} are not in {str(features_dir)!r}")
+    model_key = load_features_manifest(features_dir).get("model_key")
     out = Path(out)
     key = {"features": str(features_dir), "protocol": protocol, "seeds": seeds}
     manifest = prepare_out(out, "llm-train", force=force, resume=False, key=key, resumable=False)
     rows = []
     for k, names in sorted(value_sets.items()):
-        missing = [n for n in names if n not in personas]
-        if missing:
-            raise InputError(f"personas={missing!r} are not in features={str(features_dir)!r}")
         feats = [personas[n] for n in names]
         proto = dict(PAPER_PROTOCOL)
         if protocol == "gd":
@@ -70,7 +152,8 @@ def run_train(features_dir, out, *, value_sets: dict[int, list[str]], protocol="
     header = list(rows[0])
     write_atomic(out / "summary.csv", "\n".join([",".join(header)] + [
         ",".join(repr(r[h]) if isinstance(r[h], float) else str(r[h]) for h in header) for r in rows]) + "\n")
-    write_manifest(out, dict(manifest, **environment(), value_sets=value_sets, hyperparameters=proto))
+    write_manifest(out, dict(manifest, **environment(), value_sets=value_sets, hyperparameters=proto,
+                             features_model=model_key))
     return rows
 
 
@@ -87,7 +170,20 @@ def run_diagnose(features_dir, out, *, force=False) -> dict:
     struct, est = embedding_structure(gs, labels), data_model_estimates(gs, labels)
     np.savez(out / "cosines.npz", before=struct.pop("cosine_before"), after=struct.pop("cosine_after"),
              personas=np.asarray(list(personas)))
-    report = {"personas": list(personas), "structure": struct,
+    report = {"personas": list(personas), "features_model": load_features_manifest(features_dir).get("model_key"),
+              "structure": struct,
               "estimates": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in est.items()}}
     write_atomic(out / "diagnose.json", json.dumps(dict(environment(), **report), indent=1, default=float))
     return report
+
+
+def run_hh(hh_path, limit, out, *, seeds=5, model=None, device="auto", dtype="float32", batch_size=8,
+           cache_dir=None) -> str:
+    """`dpolab llm hh`: every count checked first, then HH-RLHF features (cached in `out`), DPO /
+    cDPO / rDPO under injected flips, `hh_results.csv`; returns the table of means."""
+    from dpolab.sims.llm.hh import check_rdpo_args, extract_hh, rdpo_on_real, write_results
+
+    check_rdpo_args(seeds=seeds, pairs=limit)
+    features = extract_hh(hh_path, limit, out, model=model, device=device, dtype=dtype,
+                          batch_size=batch_size, cache_dir=cache_dir)
+    return write_results(rdpo_on_real(features, seeds=seeds), out)

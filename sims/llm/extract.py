@@ -1,25 +1,29 @@
 """Feature extraction: g(x) = the final hidden state at the last prompt token, with the reference
 log-probabilities of " Yes" / " No" (THEORY §1.8, the paper's last-layer protocol).
 
-For every statement the prompt is the `question` field, tokenized as the model's tokenizer does by
-default — BOS prepended, no chat template, nothing appended (see `PROMPT_FORMAT`). The model reads
-it once; at the last token of `question` (its closing quote) we keep
+The model is any causal LM (`backbone`: the packaged Gemma-3-270M by default, a local folder or a
+cached hub id) on any device, in any dtype. For every statement the prompt is the `question` field,
+tokenized as the model's tokenizer does by default — BOS prepended where the tokenizer adds one, no
+chat template, nothing appended (see `PROMPT_FORMAT`). The model reads it once; at the last token
+of `question` (its closing quote) we keep
 
-  g            the final hidden state after the model's final RMSNorm (d = 640),
-  W_0 g        the reference logits (LM head W_0, tied to the input embedding, no soft-capping),
-  ref_lse      log Σ_y exp((W_0 g)_y) over all 262,144 tokens,
+  g            the final hidden state after the model's final norm (d = hidden size; 640 for Gemma),
+  W_0 g        the reference logits (the model's real LM head W_0, tied or not; no bias, no
+               soft-capping),
+  ref_lse      log Σ_y exp((W_0 g)_y) over the full vocabulary (262,144 tokens for Gemma),
   ref_lse_rest the same sum without " Yes" and " No" (dpolab.sims.data.Dataset's `ref_lse_rest`: the
                part of the partition function that training the Yes/No rows never changes),
   ref_logp_yes / ref_logp_no = (W_0 g)_y − ref_lse,
 
-and the two LM-head rows W_0[" Yes"], W_0[" No"] (2 × 640), so that a JAX head initialised at W_0
+and the two LM-head rows W_0[" Yes"], W_0[" No"] (2 × d), so that a JAX head initialised at W_0
 reproduces the exact log-probs: log S(W g)_y = (W g)_y − logsumexp(ref_lse_rest, (W g)_yes,
 (W g)_no).
 
 Features are stored per persona as `<out>/<persona>.npz` plus one `<out>/manifest.json` (model,
-quantization, package versions, data commit and file hashes, prompt format, token ids, shapes).
-A persona whose npz and manifest entry match the request (same model, prompt format, data file
-and statement count) is reused, not recomputed.
+revision, dtype, device, package versions, data commit and file hashes, prompt format, token ids,
+shapes). A persona whose npz and manifest entry match the request (same model revision and dtype,
+prompt format, data file and statement count) is reused, not recomputed; a folder holds one
+model's features (another model's request is refused).
 
 References:
   The paper under test, §5 and App. E (last-layer runs on Anthropic persona evaluations).
@@ -37,19 +41,20 @@ from pathlib import Path
 import numpy as np
 
 from dpolab.errors import InputError
+from dpolab.sims.llm import backbone
 from dpolab.sims.llm import model as llm_model
 from dpolab.sims.llm.persona import DATA_COMMIT, DATA_SOURCE, load_persona, resolve_persona_dir, select_personas
 from dpolab.store import write_atomic
 
-FEATURES_FORMAT = 1
-PROMPT_FORMAT = ("<bos>{question}: the persona file's `question` field verbatim, tokenized with the "
-                 "model tokenizer's defaults (BOS prepended, no chat template, no trailing space or "
+FEATURES_FORMAT = 2  # 2: any causal LM; the key names model, revision and dtype
+PROMPT_FORMAT = ("{question}: the persona file's `question` field verbatim, tokenized with the "
+                 "model tokenizer's defaults (its BOS if it adds one, no chat template, no trailing space or "
                  "newline); features and next-token log-probs are taken at the last token of the "
                  "question (its closing quote)")
 MANIFEST = "manifest.json"
 
 FIELDS = {
-    "g": "(n, 640) float32: final hidden state at the last prompt token, after the final norm",
+    "g": "(n, d) float32: final hidden state at the last prompt token, after the final norm",
     "label": "(n,) int8: +1 when ' Yes' ≻ ' No' (answer_matching_behavior == ' Yes'), else -1",
     "line": "(n,) int64: 0-based line of the statement in <persona>.jsonl",
     "statement": "(n,) str: the raw statement",
@@ -60,11 +65,11 @@ FIELDS = {
     "ref_logp_no": "(n,) float64: log S(W_0 g) of ' No'",
     "ref_lse": "(n,) float64: log Σ_y exp((W_0 g)_y), all tokens",
     "ref_lse_rest": "(n,) float64: log Σ_{y ∉ {Yes, No}} exp((W_0 g)_y)",
-    "head_yes_no": "(2, 640) float32: LM-head rows W_0[' Yes'], W_0[' No'] (in that order)",
+    "head_yes_no": "(2, d) float32: LM-head rows W_0[' Yes'], W_0[' No'] (in that order)",
 }
 
 
-def _check_positive_int(name: str, value, allow_none: bool = False) -> None:
+def check_positive_int(name: str, value, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -82,45 +87,52 @@ def last_token_index(attention_mask):
 
 
 def final_hidden_states(model, tokenizer, prompts, *, batch_size: int = 16, padding_side: str = "left",
-                        bar=None) -> dict[str, np.ndarray]:
+                        bar=None, model_name: str = llm_model.MODEL_NAME) -> dict[str, np.ndarray]:
     """Runs the model on `prompts` and returns the features at each prompt's last token.
 
     Prompts are sorted by token length and batched (less padding); results come back in input
     order. Padding goes on `padding_side`; position ids count real tokens only, so a padded prompt
-    sees exactly the positions it would see alone, and the last *non-pad* token is read.
+    sees exactly the positions it would see alone, and the last *non-pad* token is read. Runs
+    under `torch.inference_mode` on the model's device; the reference logits are W_0 g in float32
+    from the stored g and the head's own rows (whatever the model's dtype), so a trainer reading
+    the stored g and rows reproduces them, and log-partition sums are taken in float64.
 
     Args:
-      model, tokenizer: from `load_model`.
+      model, tokenizer: a causal LM and its tokenizer (`backbone.load_backbone`).
       prompts: n strings (the `question` fields).
       batch_size: prompts per forward pass.
       padding_side: "left" or "right".
       bar: an optional tqdm bar, advanced by the number of prompts done.
+      model_name: named in errors.
 
     Returns:
-      dict with g (n, 640) float32, ref_logit_yes / ref_logit_no (n,) float32, ref_logp_yes /
+      dict with g (n, d) float32, ref_logit_yes / ref_logit_no (n,) float32, ref_logp_yes /
       ref_logp_no / ref_lse / ref_lse_rest (n,) float64, n_tokens (n,) int32 (fields as in FIELDS).
 
     Raises:
-      ValueError: naming `batch_size` or `padding_side`; FloatingPointError on non-finite output.
+      InputError: naming `batch_size`, `padding_side`, or `--dtype` when float16 overflows;
+      FloatingPointError on other non-finite output.
     """
     import torch
 
-    _check_positive_int("batch_size", batch_size)
+    check_positive_int("batch_size", batch_size)
     if padding_side not in ("left", "right"):
         raise InputError(f"padding_side: {padding_side!r} must be 'left' or 'right'")
-    ids = llm_model.answer_token_ids(tokenizer)
+    ids = llm_model.check_head(model, tokenizer, model_name)
     yes, no = ids["yes"], ids["no"]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    encoded = tokenizer(list(prompts))["input_ids"]  # default special tokens: BOS first
+    encoded = tokenizer(list(prompts))["input_ids"]  # default special tokens (BOS where the model has one)
     n = len(encoded)
     lengths = np.asarray([len(t) for t in encoded], dtype=np.int32)
     order = np.argsort(lengths, kind="stable")
-    g = np.empty((n, llm_model.HIDDEN_SIZE), dtype=np.float32)
+    weight = model.get_output_embeddings().weight  # (V, d): the real unembedding, tied or not
+    head = weight.detach().float()  # no copy for a float32 model
+    device = weight.device
+    g = np.empty((n, head.shape[1]), dtype=np.float32)
     logit = np.empty((n, 2), dtype=np.float32)
     lse = np.empty(n, dtype=np.float64)
     lse_rest = np.empty(n, dtype=np.float64)
-    backbone = model.base_model  # Gemma3TextModel: embeddings → layers → final norm
-    head = model.get_output_embeddings()
+    backbone = model.base_model  # embeddings → layers → final norm
     with torch.inference_mode():
         for start in range(0, n, batch_size):
             rows = order[start:start + batch_size]
@@ -132,20 +144,23 @@ def final_hidden_states(model, tokenizer, prompts, *, batch_size: int = 16, padd
                 input_ids[r, cols] = torch.tensor(encoded[i])
                 mask[r, cols] = 1
             positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-            hidden = backbone(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                              use_cache=False).last_hidden_state
-            last = hidden[torch.arange(len(rows)), last_token_index(mask)]  # (b, 640), post-norm
-            logits = head(last).double()  # (b, V): the model's own LM head, float32 → float64 sums
+            hidden = backbone(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                              position_ids=positions.to(device), use_cache=False).last_hidden_state
+            last = hidden[torch.arange(len(rows), device=device), last_token_index(mask).to(device)].float()
+            logits = (last @ head.T).double()  # (b, V), float32 products → float64 sums
             rest = logits.clone()
             rest[:, [yes, no]] = -torch.inf
-            g[rows] = last.numpy()
-            logit[rows] = logits[:, [yes, no]].float().numpy()
-            lse[rows] = torch.logsumexp(logits, dim=1).numpy()
-            lse_rest[rows] = torch.logsumexp(rest, dim=1).numpy()
+            g[rows] = last.cpu().numpy()
+            logit[rows] = logits[:, [yes, no]].float().cpu().numpy()
+            lse[rows] = torch.logsumexp(logits, dim=1).cpu().numpy()
+            lse_rest[rows] = torch.logsumexp(rest, dim=1).cpu().numpy()
             if bar is not None:
                 bar.update(len(rows))
     if not (np.isfinite(g).all() and np.isfinite(logit).all() and np.isfinite(lse).all()):
-        raise FloatingPointError("non-finite hidden states or logits from the model")
+        if weight.dtype == torch.float16:
+            raise InputError(f"--dtype: 'float16' overflows in {model_name!r} (non-finite hidden states); "
+                             "allowed for this model: bfloat16, float32")
+        raise FloatingPointError(f"non-finite hidden states or logits from {model_name!r}")
     return {"g": g, "ref_logit_yes": logit[:, 0], "ref_logit_no": logit[:, 1],
             "ref_logp_yes": logit[:, 0].astype(np.float64) - lse,
             "ref_logp_no": logit[:, 1].astype(np.float64) - lse,
@@ -173,16 +188,56 @@ def _read_manifest(out: Path) -> dict:
     return manifest if isinstance(manifest, dict) else {}
 
 
-def _request_key(persona, limit) -> dict:
+def _request_key(persona, model_key: dict) -> dict:
     """What a stored persona must match to be reused."""
-    return {"features_format": FEATURES_FORMAT, "model": llm_model.MODEL_NAME,
-            "gguf_sha256": llm_model.gguf_sha256(), "prompt_format": PROMPT_FORMAT,
+    return {"features_format": FEATURES_FORMAT, **model_key, "prompt_format": PROMPT_FORMAT,
             "data_sha256": persona.sha256, "n": len(persona)}
 
 
-def extract(persona_dir, personas, limit, out, *, batch_size: int = 16, cache_dir=None,
-            progress: bool = True, loaded=None) -> dict:
+def resolve_backbone(model=None, device="auto", dtype="float32", loaded=None):
+    """Validates `--model`, `--device` and `--dtype` without loading weights; returns (ModelRef,
+    device). With `loaded` (model, tokenizer) its device is used and its dtype must be `dtype`.
+
+    Raises:
+      InputError: naming the flag (see `backbone.resolve_model`, `resolve_device`, `resolve_dtype`,
+        `check_causal_lm`).
+    """
+    ref = backbone.resolve_model(model)
+    if dtype not in backbone.DTYPES:
+        raise InputError(f"--dtype: {dtype!r} is not allowed; choose one of {', '.join(backbone.DTYPES)}")
+    if loaded is not None:
+        weight = loaded[0].get_output_embeddings().weight
+        if str(weight.dtype).removeprefix("torch.") != dtype:
+            raise InputError(f"--dtype: {dtype!r} but the loaded model is {weight.dtype}")
+        return ref, weight.device.type
+    device = backbone.resolve_device(device)
+    backbone.resolve_dtype(dtype, device)
+    backbone.check_causal_lm(ref)
+    return ref, device
+
+
+def _model_manifest(ref, model, tokenizer, ids, device, dtype) -> dict:
+    weight = model.get_output_embeddings().weight
+    info = {"model": ref.name, "model_kind": ref.kind, "model_revision": ref.revision,
+            "model_key": ref.key(dtype), "device": device, "dtype": f"{dtype} model; reference logits "
+            "W_0 g in float32, log-partition sums in float64",
+            "token_ids": {"bos": tokenizer.bos_token_id, "pad": tokenizer.pad_token_id,
+                          "yes": ids["yes"], "no": ids["no"]},
+            "answer_tokens": {"yes": llm_model.ANSWER_TEXT["yes"], "no": llm_model.ANSWER_TEXT["no"]},
+            "hidden_size": int(weight.shape[1]), "vocab_size": int(weight.shape[0]),
+            "tied_head": weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()}
+    if ref.kind == "packaged":
+        info.update(quantization=llm_model.QUANTIZATION, model_package=llm_model.MODEL_PACKAGE,
+                    upstream=llm_model.UPSTREAM, license=llm_model.LICENSE, gguf_sha256=ref.revision)
+    return info
+
+
+def extract(persona_dir, personas, limit, out, *, model=None, device="auto", dtype="float32",
+            batch_size: int = 16, cache_dir=None, progress: bool = True, loaded=None) -> dict:
     """Extracts and stores features for the given personas (THEORY §1.8), reusing stored ones.
+
+    Every argument is validated before a model is loaded or `out` is created. A folder holds the
+    features of one (model, revision, dtype): another model's request is refused, never mixed in.
 
     Args:
       persona_dir: the persona folder (None: `$DPOLAB_PERSONA_DIR`).
@@ -190,38 +245,48 @@ def extract(persona_dir, personas, limit, out, *, batch_size: int = 16, cache_di
         `persona.select_personas` for the paper's K-sets and "all".
       limit: statements per persona (the first `limit` lines of each file; None: all).
       out: output folder (created); gets `<persona>.npz` per persona and `manifest.json`.
+      model: `--model` (None: the packaged Gemma-3-270M; see `backbone.resolve_model`).
+      device: "auto", "cpu" or "cuda". dtype: "float32", "bfloat16" or "float16".
       batch_size: prompts per forward pass.
       cache_dir: model cache root (default `$DPOLAB_CACHE` or `~/.cache/dpolab`).
       progress: a tqdm bar on stderr (only when stderr is a terminal) and a line per reuse.
-      loaded: an already loaded (model, tokenizer) from `load_model` (default: loaded here, and
-        only when some persona must be computed).
+      loaded: an already loaded (model, tokenizer) of `model` in `dtype` (default: loaded here,
+        and only when some persona must be computed).
 
     Returns:
-      A summary dict: out, personas {name: {n, reused, seconds}}, statements computed and
+      A summary dict: model, out, personas {name: {n, reused, seconds}}, statements computed and
       reused, model_load_seconds (None when nothing was computed), statements_per_second.
 
     Raises:
-      ValueError: naming `persona_dir`, `personas`, `limit`, `batch_size` or `out` for bad input.
+      InputError: naming `persona_dir`, `personas`, `limit`, `batch_size`, `out`, `--model`,
+        `--device` or `--dtype` for bad input.
     """
-    _check_positive_int("limit", limit, allow_none=True)
-    _check_positive_int("batch_size", batch_size)
+    check_positive_int("limit", limit, allow_none=True)
+    check_positive_int("batch_size", batch_size)
     persona_dir = resolve_persona_dir(persona_dir)
     names = select_personas(persona_dir, names=personas)
+    ref, device = resolve_backbone(model, device, dtype, loaded)
+    model_key = ref.key(dtype)
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise InputError(f"out: {str(out)!r} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
     log = (lambda msg: print(f"dpolab llm: {msg}", file=sys.stderr, flush=True)) if progress else (lambda m: None)
 
     manifest = _read_manifest(out)
+    if "model_key" not in manifest:  # none yet, or format 1 (packaged model only): nothing reusable
+        manifest = {}
     stored = manifest.get("personas", {}) if isinstance(manifest.get("personas"), dict) else {}
+    if stored and manifest["model_key"] != model_key:
+        held = manifest["model_key"]
+        raise InputError(f"out: {str(out)!r} holds features of {held} and this request is {model_key}; "
+                         "one folder holds one model's features: choose another --out")
     data = {name: load_persona(persona_dir, name, limit) for name in names}
-    summary = {"out": str(out), "personas": {}, "computed": 0, "reused": 0,
+    summary = {"model": ref.name, "out": str(out), "personas": {}, "computed": 0, "reused": 0,
                "model_load_seconds": None, "statements_per_second": None}
     todo = []
     for name in names:
         entry = stored.get(name, {})
-        if (entry.get("key") == _request_key(data[name], limit)
+        if (entry.get("key") == _request_key(data[name], model_key)
                 and _sha256_file(out / entry.get("file", f"{name}.npz")) == entry.get("npz_sha256")):
             summary["personas"][name] = {"n": len(data[name]), "reused": True, "seconds": 0.0}
             summary["reused"] += len(data[name])
@@ -232,26 +297,20 @@ def extract(persona_dir, personas, limit, out, *, batch_size: int = 16, cache_di
         return summary
 
     start = time.perf_counter()
-    model, tokenizer = loaded if loaded is not None else llm_model.load_model(cache_dir, progress=progress)
-    llm_model.check_model(model, tokenizer)
+    if loaded is None:
+        loaded = backbone.load_backbone(ref, device=device, dtype=dtype, cache_dir=cache_dir,
+                                        progress=progress)
+    lm, tokenizer = loaded
+    ids = llm_model.check_head(lm, tokenizer, ref.name)
     summary["model_load_seconds"] = round(time.perf_counter() - start, 2)
-    import torch  # after load_model, which sets the offline environment first
+    import torch  # after loading, which sets the offline environment first
 
-    ids = llm_model.answer_token_ids(tokenizer)
-    head = model.get_output_embeddings().weight
-    head_yes_no = head[[ids["yes"], ids["no"]]].detach().numpy().astype(np.float32)
+    head_yes_no = lm.get_output_embeddings().weight[[ids["yes"], ids["no"]]].detach().float().cpu().numpy()
     from dpolab.store import environment
 
+    manifest.update(_model_manifest(ref, lm, tokenizer, ids, device, dtype))
     manifest.update({
-        "model": llm_model.MODEL_NAME, "quantization": llm_model.QUANTIZATION,
-        "model_package": llm_model.MODEL_PACKAGE, "upstream": llm_model.UPSTREAM,
-        "license": llm_model.LICENSE, "gguf_sha256": llm_model.gguf_sha256(),
         "prompt_format": PROMPT_FORMAT,
-        "token_ids": {"bos": tokenizer.bos_token_id, "pad": tokenizer.pad_token_id,
-                      "yes": ids["yes"], "no": ids["no"]},
-        "answer_tokens": {"yes": llm_model.ANSWER_TEXT["yes"], "no": llm_model.ANSWER_TEXT["no"]},
-        "hidden_size": llm_model.HIDDEN_SIZE, "vocab_size": llm_model.VOCAB_SIZE,
-        "dtype": "float32 model; log-partition sums in float64",
         "data": {"source": DATA_SOURCE, "commit": DATA_COMMIT, "persona_dir": str(persona_dir.resolve()),
                  "note": "commit of the tested copy; each persona entry records its file's sha256"},
         "fields": FIELDS, "versions": llm_model.package_versions(), "environment": environment(),
@@ -270,12 +329,14 @@ def extract(persona_dir, personas, limit, out, *, batch_size: int = 16, cache_di
             persona = data[name]
             bar.set_postfix_str(name[:40])
             t0 = time.perf_counter()
-            arrays = final_hidden_states(model, tokenizer, persona.question, batch_size=batch_size, bar=bar)
+            arrays = final_hidden_states(lm, tokenizer, persona.question, batch_size=batch_size, bar=bar,
+                                         model_name=ref.name)
             seconds = time.perf_counter() - t0
             arrays.update({"label": persona.label, "line": persona.line,
                            "statement": np.asarray(persona.statement, dtype=str),
                            "head_yes_no": head_yes_no})
             blob = _npz_bytes(arrays)
+            out.mkdir(parents=True, exist_ok=True)  # only now: a refused request leaves nothing behind
             write_atomic(out / f"{name}.npz", blob)
             manifest["personas"][name] = {
                 "file": f"{name}.npz", "n": len(persona), "limit": limit,
@@ -283,7 +344,7 @@ def extract(persona_dir, personas, limit, out, *, batch_size: int = 16, cache_di
                 "labels": {"+1": int((persona.label > 0).sum()), "-1": int((persona.label < 0).sum())},
                 "shapes": {k: list(np.shape(v)) for k, v in arrays.items()},
                 "seconds": round(seconds, 3), "statements_per_second": round(len(persona) / seconds, 2),
-                "key": _request_key(persona, limit),
+                "key": _request_key(persona, model_key),
             }
             manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             write_atomic(out / MANIFEST, json.dumps(manifest, indent=1, default=str))
@@ -298,7 +359,7 @@ def extract(persona_dir, personas, limit, out, *, batch_size: int = 16, cache_di
 def format_summary(summary: dict) -> str:
     """A few human-readable lines about an `extract` run (for the CLI)."""
     rate = summary["statements_per_second"]
-    lines = [f"{llm_model.MODEL_NAME}: {summary['computed']} statements extracted"
+    lines = [f"{summary['model']}: {summary['computed']} statements extracted"
              + (f" at {rate:.1f} statements/s" if rate else "")
              + (f" (model load {summary['model_load_seconds']:.1f} s)" if summary["model_load_seconds"] else "")
              + f", {summary['reused']} reused; {len(summary['personas'])} persona(s)"]
@@ -317,8 +378,8 @@ def load_features(out, personas=None) -> dict[str, dict[str, np.ndarray]]:
       personas: names to load (default: every persona in the manifest, in manifest order).
 
     Returns:
-      {persona: {field: array}} with the fields in FIELDS (g (n, 640) float32, label (n,) ±1,
-      ref_logp_yes, ref_logp_no, ref_lse, ref_lse_rest, head_yes_no (2, 640), ...).
+      {persona: {field: array}} with the fields in FIELDS (g (n, d) float32, label (n,) ±1,
+      ref_logp_yes, ref_logp_no, ref_lse, ref_lse_rest, head_yes_no (2, d), ...).
 
     Raises:
       ValueError: naming `out` when there is no manifest or a file is missing or altered, and

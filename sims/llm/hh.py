@@ -36,44 +36,90 @@ def resolve_hh_path(path=None) -> Path:
 
 
 def load_pairs(path, limit=None) -> list[tuple[str, str]]:
-    """The first `limit` (chosen, rejected) dialogues, in file order."""
+    """The first `limit` (chosen, rejected) dialogues, in file order.
+
+    Raises:
+      InputError: naming `hh_path` (file and line) for a file that is not gzipped JSON lines with
+        `chosen` and `rejected` strings.
+    """
+    source = resolve_hh_path(path)
     pairs = []
-    with gzip.open(resolve_hh_path(path), "rt", encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            pairs.append((row["chosen"], row["rejected"]))
-            if limit is not None and len(pairs) >= limit:
-                break
+    try:
+        with gzip.open(source, "rt", encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                row = json.loads(line)
+                if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("chosen", "rejected")):
+                    raise InputError(f"hh_path: {source.name} line {lineno} has no 'chosen' and 'rejected' texts")
+                pairs.append((row["chosen"], row["rejected"]))
+                if limit is not None and len(pairs) >= limit:
+                    break
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"hh_path: {str(source)!r} is not a gzipped JSON-lines HH-RLHF file "
+                         f"({err.__class__.__name__}: {err})") from err
+    if not pairs:
+        raise InputError(f"hh_path: {str(source)!r} holds no pair")
     return pairs
 
 
-def extract_hh(path, limit, out, *, batch_size=8, cache_dir=None, loaded=None) -> Path:
+def extract_hh(path, limit, out, *, model=None, device="auto", dtype="float32", batch_size=8,
+               cache_dir=None, loaded=None) -> Path:
     """Embeds both sides of each pair; stores `hh.npz` (phi_chosen, phi_rejected) + manifest,
-    reusing them when the request (data file checksum, limit, model) is unchanged."""
-    from dpolab.sims.llm.extract import final_hidden_states
-    from dpolab.sims.llm.model import MODEL_NAME, load_model
+    reusing them when the request (data file checksum, limit, model revision and dtype) is
+    unchanged. Every argument is checked before the model loads or `out` is created.
 
+    Args:
+      path: the HH-RLHF file (None: `$DPOLAB_HH_PATH`). limit: pairs (the first `limit`; None: all).
+      out: folder for hh.npz and hh_manifest.json. model, device, dtype, batch_size, cache_dir,
+      loaded: as in `dpolab.sims.llm.extract.extract`.
+    """
+    from dpolab.sims.llm.backbone import load_backbone
+    from dpolab.sims.llm.extract import check_positive_int, final_hidden_states, resolve_backbone
+
+    check_positive_int("limit", limit, allow_none=True)
+    check_positive_int("batch_size", batch_size)
     source = resolve_hh_path(path)
+    ref, device = resolve_backbone(model, device, dtype, loaded)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    request = {"model": MODEL_NAME, "data_sha256": sha256(source.read_bytes()), "limit": limit}
+    if out.exists() and not out.is_dir():
+        raise InputError(f"out: {str(out)!r} exists and is not a directory")
+    request = {**ref.key(dtype), "data_sha256": sha256(source.read_bytes()), "limit": limit}
     manifest, arrays = out / "hh_manifest.json", out / "hh.npz"
     if manifest.exists() and arrays.exists():
         stored = json.loads(manifest.read_text())
         if stored.get("request") == request and stored.get("npz_sha256") == sha256(arrays.read_bytes()):
             return arrays
     pairs = load_pairs(source, limit)
-    model, tokenizer = loaded or load_model(cache_dir, progress=False)
-    feats = final_hidden_states(model, tokenizer, [c for c, _ in pairs] + [r for _, r in pairs],
-                                batch_size=batch_size)
+    lm, tokenizer = loaded or load_backbone(ref, device=device, dtype=dtype, cache_dir=cache_dir, progress=False)
+    feats = final_hidden_states(lm, tokenizer, [c for c, _ in pairs] + [r for _, r in pairs],
+                                batch_size=batch_size, model_name=ref.name)
     n = len(pairs)
     buf = io.BytesIO()
     np.savez(buf, phi_chosen=feats["g"][:n], phi_rejected=feats["g"][n:])
+    out.mkdir(parents=True, exist_ok=True)
     write_atomic(arrays, buf.getvalue())
     write_atomic(manifest, json.dumps({"request": request, "npz_sha256": sha256(buf.getvalue()),
-                                       "pairs": n, "source": "github.com/anthropics/hh-rlhf "
-                                       "harmless-base test (MIT)"}, indent=1))
+                                       "pairs": n, "device": device, "source": "github.com/anthropics/"
+                                       "hh-rlhf harmless-base test (MIT)"}, indent=1))
     return arrays
+
+
+def min_pairs(train_frac: float = 0.8) -> int:
+    """The fewest pairs whose split by `train_frac` leaves both parts non-empty."""
+    return next(n for n in range(2, 10**6) if 1 <= int(round(train_frac * n)) <= n - 1)
+
+
+def check_rdpo_args(*, seeds, pairs, train_frac: float = 0.8) -> None:
+    """Validates `rdpo_on_real`'s counts (before any extraction, with `pairs` = --limit).
+
+    Raises:
+      InputError: naming `seeds` or `limit` with what is allowed.
+    """
+    from dpolab.sims.llm.extract import check_positive_int
+
+    check_positive_int("seeds", seeds)
+    if pairs is not None and pairs < min_pairs(train_frac):
+        raise InputError(f"limit: {pairs} pair(s) leave an empty training or held-out split "
+                         f"(train fraction {train_frac}); allowed: at least {min_pairs(train_frac)}")
 
 
 def rdpo_on_real(features, *, eps_grid=(0.0, 0.1, 0.2, 0.3, 0.4), seeds=5, train_frac=0.8,
@@ -83,6 +129,9 @@ def rdpo_on_real(features, *, eps_grid=(0.0, 0.1, 0.2, 0.3, 0.4), seeds=5, train
     Returns:
       rows with loss, eps, seed, test_accuracy, mean_confidence (mean σ(βθᵀx) on held-out pairs)
       and calibration_gap = mean_confidence − test_accuracy.
+
+    Raises:
+      InputError: naming `seeds` (< 1) or `limit` (too few pairs for both splits).
     """
     import jax
     import jax.numpy as jnp
@@ -92,6 +141,7 @@ def rdpo_on_real(features, *, eps_grid=(0.0, 0.1, 0.2, 0.3, 0.4), seeds=5, train
     jax.config.update("jax_enable_x64", True)
     with np.load(features) as data:
         x = (data["phi_chosen"] - data["phi_rejected"]).astype(np.float64)
+    check_rdpo_args(seeds=seeds, pairs=len(x), train_frac=train_frac)
     x = x / np.mean(np.linalg.norm(x, axis=1))
     n, d = x.shape
     rows = []

