@@ -27,6 +27,8 @@ If the folder cannot be created or written, the run goes on without the cache an
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import importlib.util
 import os
 import platform
 import sys
@@ -54,8 +56,6 @@ def cpu_features() -> str:
 
 def cache_dir() -> Path | None:
     """The folder this host's cache lives in, or None when `$DPOLAB_XLA_CACHE` is `off`."""
-    import importlib.metadata
-
     base = os.environ.get(ENV, "").strip()
     if base.lower() in ("off", "0", "no", "false"):
         return None
@@ -80,7 +80,8 @@ def enable_cache() -> Path | None:
             jax.config.update("jax_compilation_cache_dir", str(_state["enabled"]))
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
             jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-            jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+            if importlib.util.find_spec("filelock"):  # JAX needs it to evict (and locks writers with it)
+                jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
     _listen()
     return _state["enabled"] or None
 
@@ -114,7 +115,6 @@ def quiet_loader_env() -> dict:
 def _accelerator_plugin() -> bool:
     """Whether a JAX GPU or TPU plugin is installed (told without starting a backend: XLA reads its
     log level once, when it starts)."""
-    import importlib.metadata
 
     names = (d.metadata["Name"] or "" for d in importlib.metadata.distributions())
     return any(n.lower().replace("_", "-").startswith(("jax-cuda", "jax-rocm", "libtpu")) for n in names)
