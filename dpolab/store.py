@@ -47,8 +47,9 @@ def environment() -> dict:
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
-    """Writes `data` to `path` through a temporary file and a rename (never half-written)."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Writes `data` to `path` through a temporary file and a rename (never half-written; the
+    temporary name is per process, so two writers of one file never write into each other's)."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     os.replace(tmp, path)
 

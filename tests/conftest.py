@@ -25,11 +25,22 @@ def audit_quick(tmp_path_factory):
     return _run_cli("audit", tmp_path_factory.mktemp("audit") / "out")
 
 
+#: test files that start Ray clusters: one worker runs them all (under pytest-xdist, `make test`)
+RAY_FILES = ("test_sweep_ray.py", "test_bench.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Every test that uses an end-to-end fixture is `slow` (deselect with -m "not slow")."""
+    """Every test that uses an end-to-end fixture is `slow` (deselect with -m "not slow").
+
+    Under pytest-xdist (`-n auto --dist loadgroup`, as `make test` runs) the tests that share the
+    session's `repro --quick` / `audit --quick` runs form one group, so those runs are made once, on
+    one worker; the files that start Ray clusters form another."""
     for item in items:
         if {"repro_quick", "audit_quick"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.xdist_group("end-to-end"))
+        elif item.path.name in RAY_FILES:
+            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 def _run_cli(command, out):

@@ -124,7 +124,7 @@ def test_sigkill_then_resume_gives_identical_results(tmp_path):
     assert main(["sweep", str(spec), "--out", str(out), "--resume", "--quiet"]) == 0
     assert (out / "summary.csv").read_bytes() == reference
     assert len(list((out / "chunks").glob("*.npz"))) == 6
-    assert not list((out / "chunks").glob("*.tmp"))
+    assert not list((out / "chunks").glob("*.tmp*"))
 
 
 def test_corrupt_chunk_is_detected_and_recomputed(tmp_path):
