@@ -12,7 +12,7 @@ $(BIN)/dpolab: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# the CPU build of torch first, so the llm extra's range is already satisfied
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test,distributed,llm]'
+	$(BIN)/python -m pip install --quiet -e '.[test,distributed,llm,data]'
 	touch $@
 
 .PHONY: verify test bench

@@ -94,7 +94,8 @@ def run_checks(suite: str | None = None, *, quick: bool = False, only: str | Non
     return results
 
 
-def _stem(check_id: str) -> str:
+def result_stem(check_id: str) -> str:
+    """The file stem of a check's stored results (`checks/STEM.*`, `results/STEM.npz`)."""
     return check_id.replace("/", "__")
 
 
@@ -108,7 +109,7 @@ class CheckStore:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def load(self, check_id) -> list[CheckResult] | None:
-        record = load_record(self.dir, _stem(check_id))
+        record = load_record(self.dir, result_stem(check_id))
         if record is None:
             return None
         arrays, meta = record
@@ -121,7 +122,7 @@ class CheckStore:
     def save(self, check_id, results) -> None:
         arrays = {f"{i}/{k}": v for i, r in enumerate(results) for k, v in r.artifacts.items()}
         meta = json.loads(json.dumps({"results": [r.as_json() for r in results]}, default=float))
-        save_record(self.dir, _stem(check_id), arrays, meta)
+        save_record(self.dir, result_stem(check_id), arrays, meta)
 
 
 def default_out() -> Path:
@@ -191,7 +192,8 @@ def run_verify(*, suite=None, quick=False, out=None, force=False, resume=False, 
     (out / "results").mkdir(exist_ok=True)
     for r in results:  # one npz per result: what the figures are drawn from
         if r.artifacts:
-            np.savez(out / "results" / (_stem(r.id) + ".npz"), **{k: np.asarray(v) for k, v in r.artifacts.items()})
+            np.savez(out / "results" / (result_stem(r.id) + ".npz"),
+                     **{k: np.asarray(v) for k, v in r.artifacts.items()})
     make_all(out / "results", out / "figures")
     meta = dict(environment(), suite=suite, quick=quick, out=str(out),
                 wall_s=time.perf_counter() - start, xla=xla.since(compiled), suites_not_run=unavailable_suites())

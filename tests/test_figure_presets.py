@@ -68,6 +68,6 @@ def test_the_command_line_offers_exactly_the_presets():
 
 
 def test_a_bad_width_stops_repro_before_it_writes_anything(tmp_path, capsys):
-    assert main(["repro", "--quick", "--only", "chen_ranking", "--width", "huge", "--out", str(tmp_path / "o")]) == 2
+    assert main(["repro", "--quick", "--only", "chen-ranking", "--width", "huge", "--out", str(tmp_path / "o")]) == 2
     assert "--width='huge' is not allowed" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
