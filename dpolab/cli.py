@@ -64,11 +64,13 @@ def _output_flags(parser):
 
 
 def _figure_flags(parser):
-    """--style and --width (`dpolab.figures.style`: STYLES and WIDTHS; a test keeps the two in step)."""
+    """--style and --width (`dpolab.figures.style`: STYLES and WIDTHS; a test keeps the two in step),
+    and --quiet, of the commands that draw figures."""
     parser.add_argument("--style", choices=("screen", "paper"), default="screen",
                         help="figure preset: 'paper' sets 8 pt labels and thin lines for print (default screen)")
     parser.add_argument("--width", help="figure width: 'column' (3.25 in), 'text' (6.75 in) or inches in [1, 20] "
                         "(default: each figure's natural width)")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def _figure_preset(args):
@@ -199,10 +201,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _verify(args) -> int:
+    from dpolab.progress import Progress
     from dpolab.verify import run_verify, table
 
-    progress = None if args.json else (lambda cid: print(f"  running {cid} …", file=sys.stderr, flush=True))
-    with _figure_preset(args):
+    with _figure_preset(args), Progress(desc="verify", unit="check", quiet=args.quiet or args.json) as progress:
         results, out = run_verify(suite=args.suite, quick=args.quick, out=args.out, force=args.force,
                                   resume=args.resume, progress=progress, only=args.only)
     if args.json:
@@ -336,8 +338,9 @@ def _experiments(args) -> int:
         from dpolab.paper_repro import run_repro as run
     else:
         from dpolab.audit import run_audit as run
-    progress = lambda name: print(f"  computing {name} …", file=sys.stderr, flush=True)
-    with _figure_preset(args):
+    from dpolab.progress import Progress
+
+    with _figure_preset(args), Progress(desc=args.command, unit="item", quiet=args.quiet) as progress:
         manifest, out = run(out=args.out, quick=args.quick, only=args.only, force=args.force,
                             resume=args.resume, persona_dir=args.persona_dir, hh_path=args.hh_path,
                             cache_dir=args.cache_dir, progress=progress)

@@ -23,7 +23,6 @@ import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -104,8 +103,10 @@ def select(items: dict, only: str | None) -> list[str]:
 
 def run_items(kind: str, items: dict, *, out, quick=False, only=None, force=False, resume=False,
               persona_dir=None, hh_path=None, cache_dir=None,
-              progress: Callable[[str], None] | None = None) -> tuple[dict, Path]:
+              progress=None) -> tuple[dict, Path]:
     """Computes (or loads) and renders the selected items; returns (manifest, out).
+
+    `progress`: a `dpolab.progress.Progress`, told the number of items and each as it starts and ends.
 
     Each item's entry in `out/manifest.json`: status ("done" or "skipped"), reason, seconds of
     compute (0 when loaded from the store), and the files it rendered (relative to `out`).
@@ -119,7 +120,11 @@ def run_items(kind: str, items: dict, *, out, quick=False, only=None, force=Fals
     manifest.setdefault("quick", quick)
     manifest.setdefault("items", {})
     start, compiled = time.perf_counter(), xla.stats()
+    if progress:
+        progress.reset(len(names))
     for name in names:
+        if progress:
+            progress.start(name)
         module = items[name]
         ctx = Context(kind=kind, quick=quick, out=out, dir=out / name, persona_dir=persona_dir,
                       hh_path=hh_path, cache_dir=cache_dir)
@@ -133,19 +138,21 @@ def run_items(kind: str, items: dict, *, out, quick=False, only=None, force=Fals
         t0 = time.perf_counter()
         entry = {"title": module.TITLE}
         if data is None:
-            if progress:
-                progress(name)
             try:
                 data = save_record(ctx.dir, "data", module.compute(ctx), {"settings": settings})
             except Unavailable as why:
                 manifest["items"][name] = entry | {"status": "skipped", "reason": str(why), "files": []}
                 write_manifest(out, manifest)
+                if progress:
+                    progress.update(1)
                 continue
         files = module.render(data, ctx)
         entry |= {"status": "done", "reason": None, "seconds": round(time.perf_counter() - t0, 1),
                   "files": sorted(str(Path(f).relative_to(out)) for f in files)}
         manifest["items"][name] = entry
         write_manifest(out, manifest)
+        if progress:
+            progress.update(1)
     manifest.update(environment(), wall_s=round(time.perf_counter() - start, 1), xla=xla.since(compiled))
     write_manifest(out, manifest)
     return manifest, out

@@ -59,38 +59,43 @@ def validate_suite(suite: str | None) -> None:
 
 
 def run_checks(suite: str | None = None, *, quick: bool = False, only: str | None = None,
-               progress: Callable[[str], None] | None = None,
+               progress=None,
                stored: Callable[[str], "list[CheckResult] | None"] | None = None,
                on_done: Callable[[str, list], None] | None = None) -> list[CheckResult]:
     """Runs the checks of one suite (None: every suite that can run here), or those whose id
     contains one of the comma-separated texts in `only`.
 
     Args:
+      progress: a `dpolab.progress.Progress`, told the number of checks, each check as it starts
+        and each as it ends.
       stored: returns the results of a check completed by an earlier, interrupted run (or None);
         such checks are not run again.
       on_done: called with (check id, results) as soon as each check finishes.
     """
     validate_suite(suite)
     skip = unavailable_suites()
+    chosen = [(check_id, fn) for name in (SUITES if suite is None else (suite,)) if name not in skip
+              for check_id, fn in checks_of(name).items()
+              if not only or any(o in check_id for o in only.split(","))]
+    earlier = {check_id: stored(check_id) if stored else None for check_id, _ in chosen}
+    if progress:
+        progress.reset(len(chosen), initial=sum(done is not None for done in earlier.values()))
     results = []
-    for name in SUITES if suite is None else (suite,):
-        if name in skip:
-            continue
-        for check_id, fn in checks_of(name).items():
-            if only and not any(o in check_id for o in only.split(",")):
-                continue
-            done = stored(check_id) if stored else None
-            if done is None:
-                if progress:
-                    progress(check_id)
-                start = time.perf_counter()
-                out = fn(quick)
-                done = out if isinstance(out, list) else [out]
-                for res in done:
-                    res.seconds = time.perf_counter() - start
-                if on_done:
-                    on_done(check_id, done)
-            results.extend(done)
+    for check_id, fn in chosen:
+        done = earlier[check_id]
+        if done is None:
+            if progress:
+                progress.start(check_id)
+            start = time.perf_counter()
+            out = fn(quick)
+            done = out if isinstance(out, list) else [out]
+            for res in done:
+                res.seconds = time.perf_counter() - start
+            if on_done:
+                on_done(check_id, done)
+            if progress:
+                progress.update(1)
+        results.extend(done)
     return results
 
 

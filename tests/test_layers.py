@@ -1,8 +1,8 @@
 """The layers of the package, read from the source (no import is executed): the import graph has no
 cycle, and each layer imports only what is below it.
 
-Layers, bottom up (README, Layout): `errors`, `xla` (the compilation cache) and `theory` (closed
-forms) → `sims` core (simulation) → `sims.sweep`, `sims.llm`, `store` → `checks` (the theorem
+Layers, bottom up (README, Layout): `errors`, `xla` (the compilation cache), `progress` and `theory`
+(closed forms) → `sims` core (simulation) → `sims.sweep`, `sims.llm`, `store` → `checks` (the theorem
 checks) → `items`, `figures` (no JAX: plots are drawn from stored numbers) → `paper_repro`, `audit`,
 `bench` → `checks.audit`, `verify`, `cli`.
 """
@@ -96,9 +96,10 @@ def _allowed(prefixes):
 
 @pytest.mark.parametrize("layer, allowed", [
     ("dpolab.theory", ("dpolab.theory", "dpolab.errors")),
-    ("dpolab.sims", ("dpolab.theory", "dpolab.errors", "dpolab.sims", "dpolab.store", "dpolab.xla")),
+    ("dpolab.sims", ("dpolab.theory", "dpolab.errors", "dpolab.sims", "dpolab.store", "dpolab.xla",
+                     "dpolab.progress")),
     ("dpolab.checks", ("dpolab.theory", "dpolab.errors", "dpolab.sims", "dpolab.checks", "dpolab.store",
-                       "dpolab.xla")),
+                       "dpolab.xla", "dpolab.progress")),
     ("dpolab.figures", ("dpolab.theory", "dpolab.errors", "dpolab.figures", "dpolab.sims.risk")),
 ])
 def test_each_layer_imports_only_what_is_below_it(layer, allowed):

@@ -102,7 +102,7 @@ def final_hidden_states(model, tokenizer, prompts, *, batch_size: int = 16, padd
       prompts: n strings (the `question` fields).
       batch_size: prompts per forward pass.
       padding_side: "left" or "right".
-      bar: an optional tqdm bar, advanced by the number of prompts done.
+      bar: an optional `dpolab.progress.Progress`, advanced by the number of prompts done.
       model_name: named in errors.
 
     Returns:
@@ -249,7 +249,8 @@ def extract(persona_dir, personas, limit, out, *, model=None, device="auto", dty
       device: "auto", "cpu" or "cuda". dtype: "float32", "bfloat16" or "float16".
       batch_size: prompts per forward pass.
       cache_dir: model cache root (default `$DPOLAB_CACHE` or `~/.cache/dpolab`).
-      progress: a tqdm bar on stderr (only when stderr is a terminal) and a line per reuse.
+      progress: progress on stderr (`dpolab.progress`: a bar on a terminal, plain lines otherwise)
+        and a line per reuse.
       loaded: an already loaded (model, tokenizer) of `model` in `dtype` (default: loaded here,
         and only when some persona must be computed).
 
@@ -318,16 +319,15 @@ def extract(persona_dir, personas, limit, out, *, model=None, device="auto", dty
     })
     manifest.setdefault("personas", stored)
 
-    from tqdm import tqdm
+    from dpolab.progress import Progress
 
-    total = sum(len(data[name]) for name in todo)
-    bar = tqdm(total=total, unit="stmt", desc="extracting", file=sys.stderr,
-               disable=not progress or not sys.stderr.isatty())
+    bar = Progress(desc="llm extract", unit="statement", quiet=not progress).reset(
+        sum(len(data[name]) for name in todo))
     compute_start = time.perf_counter()
     try:
         for name in todo:
             persona = data[name]
-            bar.set_postfix_str(name[:40])
+            bar.start(name[:40])
             t0 = time.perf_counter()
             arrays = final_hidden_states(lm, tokenizer, persona.question, batch_size=batch_size, bar=bar,
                                          model_name=ref.name)

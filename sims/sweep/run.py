@@ -65,10 +65,7 @@ def run_spec(spec: SweepSpec, out, *, backend="local", address=None, resume=Fals
 
 
 def progress_bar(total, initial, *, quiet):
-    """A tqdm bar over chunks with rate and ETA; silent when not a terminal or when quiet."""
-    import sys
+    """Progress over chunks (`dpolab.progress`): a bar on a terminal, plain lines otherwise."""
+    from dpolab.progress import Progress
 
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="chunk", disable=quiet or not sys.stderr.isatty(),
-                desc="sweep")
+    return Progress(desc="sweep", unit="chunk", quiet=quiet).reset(total, initial)
