@@ -175,7 +175,7 @@ class SweepStore:
         missing = {(i, s) for i in range(len(points)) for s in range(self.spec.seeds)} - set(rows)
         if missing or len(rows) != len(points) * self.spec.seeds:
             raise RuntimeError(f"the stored chunks miss {len(missing)} of {len(points) * self.spec.seeds} "
-                               f"(point, seed) rows; no summary.csv written; rerun with --resume")
+                               f"(point, seed) rows although each is whole; no summary.csv written; rerun with --force")
         params = list(sim.params)
         bounds = {i: sim.bounds(points[i]) for i in range(len(points))}  # float64 closed forms
         header = ["point", "seed"] + params + list(sim.metrics) + list(next(iter(bounds.values())))
