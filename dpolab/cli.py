@@ -25,42 +25,87 @@
   dpolab audit [--only NAME,..] [--quick] --out DIR [--resume | --force] [--persona-dir DIR]
                [--hh-path FILE] [--cache-dir DIR] [--style screen|paper] [--width column|text|INCHES]
 
-Bad input (`InputError`) prints one line naming the field and exits with code 2; `verify` exits 1 iff
-a check fails (findings never fail a run); any other exception is a bug and exits 70 with its
-traceback.
+  dpolab --version
+
+Bad input (`InputError`, or a flag argparse refuses) prints one line naming the field and exits
+with code 2; `verify` exits 1 iff a check fails (findings never fail a run); Ctrl-C prints how to
+resume and exits 130; any other exception is a bug and exits 70 with its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.metadata
 import io
 import json
+import re
 import sys
 import traceback
 
 from dpolab.errors import InputError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the package's one-line errors (exit 2) instead of a usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _number_list(text: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        return [float(x) for x in text.split(",")]
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected a number or a comma list, got {text!r}") from err
 
 
+_NEGATIVE = re.compile(r"-[\d.]")  # a negative number or a list that starts with one: -1,0,1
+
+
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    """`--flag -1,0,1` as `--flag=-1,0,1`: argparse takes a token starting with '-' (other than a
+    lone number) for a flag, and no flag of dpolab starts with a digit."""
+    out = []
+    for arg in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and _NEGATIVE.match(arg):
+            out[-1] += "=" + arg
+        else:
+            out.append(arg)
+    return out
+
+
+#: {family: {flag: (parameter, help)}}; defaults are shown from `dpolab.theory.calculator.FAMILIES`.
 BOUND_ARGS = {
-    "im-li": {f"--{k}": k for k in ("K", "Q", "d", "v", "lb", "Z", "beta", "tau", "threshold")},
-    "rdpo": {"--n": "n", "--d": "d", "--eps": "eps", "--beta": "beta", "--L": "L", "--B": "B",
-             "--delta": "delta", "--lambda": "lam", "--C": "C", "--C-prime": "C_prime",
-             "--c-margin": "c_margin"},
-    "ranking": {"--log-ref-ratio": "log_ref_ratio", "--alpha": "alpha", "--beta": "beta"},
+    "im-li": {"--K": ("K", "number of values (concepts), an integer >= 1"),
+              "--Q": ("Q", "samples per cluster, an integer >= 1"),
+              "--d": ("d", "embedding dimension, an integer >= 1 (default 5Q)"),
+              "--v": ("v", "cluster noise standard deviation, >= 0 (default 1/(32 sqrt(Q)))"),
+              "--lb": ("lb", "l_b, the shared direction's length, > 0 (Theorem 4.2 needs 1/4 to 1/2)"),
+              "--Z": ("Z", "most value pairs one token appears in, an integer >= 1"),
+              "--beta": ("beta", "DPO temperature, > 0"),
+              "--tau": ("tau", "inverse learning rate (gradient flow time scale), > 0"),
+              "--threshold": ("threshold", "risk level that defines Q*, in (0, 1]")},
+    "rdpo": {"--n": ("n", "number of preference pairs, an integer >= 1"),
+             "--d": ("d", "feature dimension, an integer >= 1"),
+             "--eps": ("eps", "label-flip rate, in [0, 1/2)"),
+             "--beta": ("beta", "DPO temperature, > 0"),
+             "--L": ("L", "feature-norm bound, > 0"),
+             "--B": ("B", "parameter-ball radius, > 0"),
+             "--delta": ("delta", "failure probability, in (0, 1)"),
+             "--lambda": ("lam", "ridge lambda, >= 0"),
+             "--C": ("C", "the bound's unknown constant C, > 0 (not verified against the paper)"),
+             "--C-prime": ("C_prime", "the bound's unknown constant C', >= 0"),
+             "--c-margin": ("c_margin", "margin bound m = c_margin * beta * L * B, > 0")},
+    "ranking": {"--log-ref-ratio": ("log_ref_ratio", "reference log-ratio log pi_ref(y_w)/pi_ref(y_l)"),
+                "--alpha": ("alpha", "share of raters who prefer y_w, in [0, 1]"),
+                "--beta": ("beta", "DPO temperature, > 0")},
 }
 
 
 def _output_flags(parser):
     fmt = parser.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true")
-    fmt.add_argument("--csv", action="store_true")
+    fmt.add_argument("--json", action="store_true", help="print JSON (a list for several rows)")
+    fmt.add_argument("--csv", action="store_true", help="print CSV, one row per combination")
 
 
 def _figure_flags(parser):
@@ -102,7 +147,9 @@ def _backbone_flags(parser, *, batch_size: int) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dpolab", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="dpolab", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version",
+                   version=f"dpolab {importlib.metadata.version('dpolab')}")
     sub = p.add_subparsers(dest="command", required=True)
 
     v = sub.add_parser("verify", help="check the theory claim by claim")
@@ -119,12 +166,16 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bounds", help="evaluate closed-form bounds (lists give one row per combination)")
     fams = b.add_subparsers(dest="family", required=True)
+    from dpolab.theory.calculator import FAMILIES
+
     for family, names in BOUND_ARGS.items():
-        f = fams.add_parser(family)
-        for flag, dest in names.items():
-            f.add_argument(flag, dest=dest, type=_number_list)
+        f = fams.add_parser(family, help=f"the {family} bounds (a comma list gives one row per value)")
+        for flag, (dest, text) in names.items():
+            default = FAMILIES[family].defaults[dest]
+            shown = "" if default is None else f" (default {default})"
+            f.add_argument(flag, dest=dest, type=_number_list, metavar="X[,X..]", help=text + shown)
         _output_flags(f)
-    mix = fams.add_parser("mixture")
+    mix = fams.add_parser("mixture", help="irreducible error of one Bradley-Terry model for a mixture")
     mix.add_argument("--rewards", required=True, help='per-group item rewards "r11,r12,...;r21,..."')
     mix.add_argument("--weights", required=True, help="group weights w1,w2,... (sum 1)")
     _output_flags(mix)
@@ -132,7 +183,8 @@ def _parser() -> argparse.ArgumentParser:
     w = sub.add_parser("sweep", help="run a parameter sweep described by a TOML spec")
     w.add_argument("spec", help="the sweep spec (TOML)")
     w.add_argument("--out", required=True, help="output directory")
-    w.add_argument("--backend", default="local", help="local (this process, all local devices) or ray")
+    w.add_argument("--backend", default="local", choices=("local", "ray"),
+                   help="local (this process, all local devices; the default) or ray")
     w.add_argument("--address", help="address of an existing Ray cluster (default: start a local one)")
     again = w.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="recompute only missing or corrupt chunks")
@@ -155,7 +207,8 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--features", required=True, help="a folder written by `dpolab llm extract`")
     tr.add_argument("--persona-dir", help=PERSONA_DIR_HELP)
     tr.add_argument("--k-sets", default="1,2,4,8,16", help="paper set sizes to train (comma list)")
-    tr.add_argument("--protocol", default="paper", help="paper (Adam, lr 1e-3, β=0.01, 100 steps) or gd")
+    tr.add_argument("--protocol", default="paper", choices=("paper", "gd"),
+                    help="paper (Adam, lr 1e-3, β=0.01, 100 steps; the default) or gd")
     tr.add_argument("--seeds", type=int, default=3, help="split seeds")
     tr.add_argument("--model", help=MODEL_GUARD_HELP)
     tr.add_argument("--out", required=True)
@@ -187,9 +240,12 @@ def _parser() -> argparse.ArgumentParser:
         _figure_flags(r)
 
     c = sub.add_parser("bench", help="speed of the fast path against baselines and the memory floor")
-    c.add_argument("--suite", default="im-li")
-    c.add_argument("--quick", action="store_true")
-    c.add_argument("--json", action="store_true")
+    from dpolab.bench import SUITES as BENCH_SUITES
+
+    c.add_argument("--suite", default="im-li", choices=tuple(BENCH_SUITES),
+                   help="the benchmark suite (default im-li)")
+    c.add_argument("--quick", action="store_true", help="a tiny configuration (timings mean little)")
+    c.add_argument("--json", action="store_true", help="print the result as JSON")
 
     st = sub.add_parser("selftest", help="the mutation harness: does every check go red when the "
                         "formula or simulator it guards is broken? (needs a source checkout)")
@@ -202,8 +258,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _verify(args) -> int:
     from dpolab.progress import Progress
-    from dpolab.verify import run_verify, table
+    from dpolab.verify import default_out, run_verify, table
 
+    args.out = args.out or str(default_out())  # named now: Ctrl-C says where to --resume
     with _figure_preset(args), Progress(desc="verify", unit="check", quiet=args.quiet or args.json) as progress:
         results, out = run_verify(suite=args.suite, quick=args.quick, out=args.out, force=args.force,
                                   resume=args.resume, progress=progress, only=args.only)
@@ -235,7 +292,7 @@ def _bounds(args) -> int:
     else:
         from dpolab.theory.calculator import grid
 
-        given = {dest: getattr(args, dest) for dest in BOUND_ARGS[args.family].values()
+        given = {dest: getattr(args, dest) for dest, _ in BOUND_ARGS[args.family].values()
                  if getattr(args, dest) is not None}
         rows = grid(args.family, **given)
     if args.json:
@@ -368,8 +425,20 @@ def _with_compile_summary(command, args) -> int:
     return code
 
 
+def _interrupted(args) -> str:
+    """The one line printed on Ctrl-C: how to finish the run."""
+    if getattr(args, "resume", None) is not None and getattr(args, "out", None):
+        return (f"dpolab {args.command}: interrupted; finished work is kept in {args.out}: run the same "
+                "command with --resume to finish it")
+    return f"dpolab {args.command}: interrupted"
+
+
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    argv = _attach_negative_values(sys.argv[1:] if argv is None else list(argv))
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as stop:  # --help, --version, or a refused flag (one line, exit 2)
+        return stop.code
     try:
         commands = {"verify": _verify, "bounds": _bounds, "sweep": _sweep, "llm": _llm, "bench": _bench,
                     "repro": _experiments, "audit": _experiments, "selftest": _selftest}
@@ -379,6 +448,9 @@ def main(argv=None) -> int:
     except InputError as err:
         print(f"dpolab {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(_interrupted(args), file=sys.stderr)
+        return 130
     except Exception:  # anything else is a bug in dpolab, not bad input: show it as one
         traceback.print_exc()
         print(f"dpolab {args.command}: internal error (a bug, not bad input): please report it with the "

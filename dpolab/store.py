@@ -7,10 +7,12 @@ output-folder policy.
 - `prepare_out(out, kind, ...)` is the policy of every command that writes a folder (verify, sweep,
   repro, audit, llm train/diagnose): a fresh or empty folder is used; an earlier run of the same
   kind is finished with `--resume` (only when it was made with the same key) or replaced with
-  `--force`; anything else is refused. Nothing a user wrote is ever overwritten.
+  `--force` (only when every file in it is one such a run writes, `OUTPUTS`); anything else is
+  refused. Nothing a user wrote is ever overwritten or deleted.
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import importlib.metadata
 import io
@@ -107,6 +109,44 @@ def write_manifest(out: Path, manifest: dict) -> None:
     write_atomic(Path(out) / "manifest.json", json.dumps(manifest, indent=1, default=float))
 
 
+_ITEMS = ("_features/*", "*/data.npz", "*/data.json", "*/sweeps/*", "*/*.pdf", "*/*.png", "*/*.csv")
+
+#: What a run of each kind writes in its folder (fnmatch patterns of paths relative to it; a `*`
+#: spans subfolders): `--force` deletes a folder only when every file in it matches these.
+OUTPUTS = {
+    "verify": ("report.json", "report.md", "checks/*.npz", "checks/*.json", "results/*.npz",
+               "figures/*"),
+    "sweep": ("summary.*", "chunks/[0-9]*.npz", "chunks/[0-9]*.json"),
+    "repro": _ITEMS,
+    "audit": _ITEMS + ("audit.md",),
+    "llm-train": ("summary.csv", "K*_seed*.npz"),
+    "llm-diagnose": ("diagnose.json", "cosines.npz"),
+}
+_ALWAYS = ("manifest.json", "*.tmp")  # every kind: its manifest, a write cut short
+
+
+def _foreign_file(out: Path, kind: str) -> str | None:
+    """The first file (or link) under `out` that a run of `kind` does not write, or None."""
+    patterns = _ALWAYS + OUTPUTS.get(kind, ())
+    for root, dirs, files in os.walk(out):
+        links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
+        for name in sorted(files + links):
+            rel = Path(root, name).relative_to(out).as_posix()
+            if name in links or not any(fnmatch.fnmatchcase(rel, pat) for pat in patterns):
+                return rel
+    return None
+
+
+def _check_out_path(out: Path) -> None:
+    """Refuses an `out` that is a file or lies below one (before anything is written)."""
+    for parent in (out, *out.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"out={str(out)!r} is not allowed: {str(parent)!r} is a file, not a "
+                                 "folder; choose another --out")
+            return
+
+
 def prepare_out(out, kind: str, *, force: bool, resume: bool, key: dict,
                 resumable: bool = True) -> dict:
     """Makes `out` ready for a run of `kind` and returns its manifest (the earlier run's when
@@ -122,12 +162,17 @@ def prepare_out(out, kind: str, *, force: bool, resume: bool, key: dict,
       InputError naming `out` (or the key field that differs) when the folder may not be used.
     """
     out = Path(out)
+    _check_out_path(out)
     old = read_manifest(out)
     if out.exists() and any(out.iterdir()):
         if old is None or old.get("kind") != kind:
             raise InputError(f"out={str(out)!r} is not allowed: it exists, is not empty and is not a "
                              f"dpolab {kind} directory; choose another --out")
         if force:
+            foreign = _foreign_file(out, kind)
+            if foreign is not None:
+                raise InputError(f"out={str(out)!r} is not allowed with --force: it holds {foreign!r}, "
+                                 f"which dpolab {kind} did not write; move it away or choose another --out")
             shutil.rmtree(out)
             old = None
         elif not resume or not resumable:
@@ -140,7 +185,14 @@ def prepare_out(out, kind: str, *, force: bool, resume: bool, key: dict,
                              f"holds a run with {field}={stored.get(field)!r}")
     elif resume:
         raise InputError(f"out={str(out)!r} is not allowed with --resume: nothing to resume there")
-    out.mkdir(parents=True, exist_ok=True)
+    made = not out.exists()
     manifest = old or {"kind": kind, "key": key}
-    write_manifest(out, manifest)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_manifest(out, manifest)
+    except OSError as err:
+        if made and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # no half-made folder
+        raise InputError(f"out={str(out)!r} is not allowed: it cannot be written ({err.strerror or err})"
+                         ) from None
     return manifest

@@ -7,6 +7,7 @@ Adding a check is one entry in its module's `CHECKS`; adding a suite is one line
 from __future__ import annotations
 
 import datetime
+import difflib
 import importlib
 import json
 import time
@@ -56,6 +57,21 @@ def validate_suite(suite: str | None) -> None:
         raise InputError(f"suite={suite!r} is not allowed: suite must be one of {tuple(SUITES)}")
     if suite is not None and suite in unavailable_suites():
         raise InputError(f"suite={suite!r} is not allowed here: {unavailable_suites()[suite]}")
+
+
+def validate_only(suite: str | None, only: str | None) -> None:
+    """Raises InputError naming the text when a comma-separated text of `only` is empty or part of
+    no check id that runs here (a typo would otherwise run nothing and pass)."""
+    if only is None:
+        return
+    skip = unavailable_suites()
+    ids = [c for name in (SUITES if suite is None else (suite,)) if name not in skip for c in checks_of(name)]
+    for text in only.split(","):
+        if not text or not any(text in c for c in ids):
+            near = difflib.get_close_matches(text, ids, n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(near)}?" if near else f"check ids are {', '.join(ids)}"
+            raise InputError(f"only={only!r} is not allowed: {text!r} is part of no check id that runs "
+                             f"here ({hint})")
 
 
 def run_checks(suite: str | None = None, *, quick: bool = False, only: str | None = None,
@@ -188,6 +204,7 @@ def run_verify(*, suite=None, quick=False, out=None, force=False, resume=False, 
     from dpolab.figures.im_li import make_all
 
     validate_suite(suite)
+    validate_only(suite, only)
     out = Path(out) if out else default_out()
     prepare_out(out, "verify", force=force, resume=resume, key={"quick": quick})
     store = CheckStore(out)

@@ -16,7 +16,7 @@ def _item(name, calls, *, unavailable=False):
         return {"x": np.arange(3.0) * (2 if ctx.quick else 1)}
 
     def render(data, ctx):
-        path = ctx.dir / "x.txt"
+        path = ctx.dir / "x.csv"  # items render PDF, PNG and CSV files
         path.write_text(",".join(map(str, data["x"])))
         return [path]
 
@@ -31,10 +31,10 @@ def test_store_resume_and_force(tmp_path):
     calls, out = [], tmp_path / "out"
     manifest, _ = run_items("repro", _items(calls), out=out, quick=True)
     assert calls == ["a", "b", "c"]
-    assert manifest["items"]["a"]["status"] == "done" and manifest["items"]["a"]["files"] == ["a/x.txt"]
+    assert manifest["items"]["a"]["status"] == "done" and manifest["items"]["a"]["files"] == ["a/x.csv"]
     assert manifest["items"]["c"] == {"title": "item c", "status": "skipped", "reason": "no data here",
                                       "files": []}
-    assert (out / "a" / "x.txt").read_text() == "0.0,2.0,4.0"
+    assert (out / "a" / "x.csv").read_text() == "0.0,2.0,4.0"
     # an earlier run is never overwritten silently
     with pytest.raises(ValueError, match="out=.*--resume finishes it"):
         run_items("repro", _items(calls), out=out, quick=True)

@@ -111,7 +111,7 @@ def test_multi_token_check_fails_with_the_sign_flipped(monkeypatch):
     assert checks_dynamics.multi_token(True).verdict == "fail"
 
 
-def test_interrupted_verify_resumes_without_rerunning(tmp_path, monkeypatch):
+def test_interrupted_verify_resumes_without_rerunning(tmp_path, monkeypatch, capsys):
     out, calls = tmp_path / "v", []
     first, last = "im-li/q-star-table", "im-li/probability-statement"  # catalogue order
     table = checks_generalization.CHECKS
@@ -121,8 +121,10 @@ def test_interrupted_verify_resumes_without_rerunning(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setitem(table, last, interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        main(["verify", "--quick", "--only", "q-star,probability", "--out", str(out)])
+    assert main(["verify", "--quick", "--only", "q-star,probability", "--out", str(out)]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"dpolab verify: interrupted; finished work is kept in {out}: run the same command with "
+        "--resume to finish it")
     done = sorted(p.name for p in (out / "checks").glob("im-li*"))
     assert done == ["im-li__q-star-table.json", "im-li__q-star-table.npz"]
 

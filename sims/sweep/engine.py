@@ -1,8 +1,10 @@
 """The sweep engine: a plan of chunks, pure chunk computation, a resumable result store.
 
 - Plan: grid points are grouped by static signature (what fixes shapes); each group is cut into
-  chunks of `max(1, chunk_size // seeds)` points, the last padded by repeating its final point,
-  so a sweep compiles once per distinct static signature.
+  the fewest chunks of at most `max(1, chunk_size // seeds)` points, as equal as possible (sizes
+  differ by at most one). Every chunk of a group is padded (by repeating its last point) to the
+  group's largest chunk, rounded up to the device count, so a sweep compiles once per distinct
+  static signature and an oversized `chunk_size` costs nothing.
 - Keys: point i uses fold_in(key(root_seed), i) and seed s fold_in(that, s): results do not
   depend on chunking or backend.
 - Store: each chunk is a record of `dpolab.store` (`DIR/chunks/NNNNN.npz`, then `NNNNN.json` with
@@ -35,7 +37,21 @@ def plan(spec: SweepSpec) -> list[list[int]]:
     for i, point in enumerate(spec.points()):
         groups.setdefault(sim.static(point), []).append(i)
     per_chunk = max(1, spec.chunk_size // spec.seeds)
-    return [idx[j:j + per_chunk] for idx in groups.values() for j in range(0, len(idx), per_chunk)]
+    chunks = []
+    for idx in groups.values():
+        n = -(-len(idx) // per_chunk)  # the fewest chunks; their sizes differ by at most one
+        chunks += [idx[j * len(idx) // n:(j + 1) * len(idx) // n] for j in range(n)]
+    return chunks
+
+
+def batch_width(spec: SweepSpec, signature) -> int:
+    """The largest chunk of the points with this static signature (`plan` cuts them into
+    `n` chunks of `ceil(size / n)` or one point fewer): every chunk of the group is padded to it,
+    so the group compiles once."""
+    sim = SIMULATIONS[spec.simulation]
+    size = sum(sim.static(p) == signature for p in spec.points())
+    n = -(-size // max(1, spec.chunk_size // spec.seeds))
+    return -(-size // n)
 
 
 def point_key(root_seed, point, seed):
@@ -67,9 +83,8 @@ def compute_chunk(spec_json: dict, points: list[int]) -> dict[str, np.ndarray]:
     sim = SIMULATIONS[spec.simulation]
     all_points = spec.points()
     chosen = [all_points[i] for i in points]
-    per_chunk = max(1, spec.chunk_size // spec.seeds)
     with jax.enable_x64(spec.precision == "float64"):
-        sharding, width = _mesh_sharding(per_chunk)
+        sharding, width = _mesh_sharding(batch_width(spec, sim.static(chosen[0])))
         index = list(points) + [points[-1]] * (width - len(points))
         dyn_rows = [sim.dynamic(all_points[i]) for i in index]
         dyn = {k: jnp.asarray([row[k] for row in dyn_rows]) for k in dyn_rows[0]}
@@ -141,17 +156,26 @@ class SweepStore:
                      "wall_s": wall_s})
 
     def finish(self, wall_s: float) -> SweepResult:
-        """Merges every chunk into summary.csv (one row per grid point and seed)."""
+        """Merges every chunk into summary.csv (one row per grid point and seed), only when the
+        verified chunks cover the whole grid."""
         sim = SIMULATIONS[self.spec.simulation]
         with jax.enable_x64(self.spec.precision == "float64"):  # the values the chunks used
             points = [sim.resolved(p) for p in self.spec.points()]
         rows, checksums = {}, {}
         for i in range(len(self.plan)):
-            data, _ = self._load(i)
+            stored = self._load(i)
+            if stored is None:
+                raise RuntimeError(f"chunk {i:05d} in {self.chunks} changed or vanished after it was "
+                                   "computed (another writer?); rerun with --resume")
+            data = stored[0]
             checksums[f"{i:05d}"] = sha256((self.chunks / f"{i:05d}.npz").read_bytes())
             for j, p in enumerate(data["point"]):
                 for s in range(self.spec.seeds):
                     rows[(int(p), s)] = {m: data[m][j, s].item() for m in sim.metrics}
+        missing = {(i, s) for i in range(len(points)) for s in range(self.spec.seeds)} - set(rows)
+        if missing or len(rows) != len(points) * self.spec.seeds:
+            raise RuntimeError(f"the stored chunks miss {len(missing)} of {len(points) * self.spec.seeds} "
+                               f"(point, seed) rows although each is whole; no summary.csv written; rerun with --force")
         params = list(sim.params)
         bounds = {i: sim.bounds(points[i]) for i in range(len(points))}  # float64 closed forms
         header = ["point", "seed"] + params + list(sim.metrics) + list(next(iter(bounds.values())))

@@ -30,6 +30,7 @@ from dpolab.sims.sweep.simulations import SIMULATIONS
 
 SWEEP_KEYS = {"simulation": str, "seeds": int, "chunk_size": int, "precision": str, "root_seed": int}
 PRECISIONS = ("float64", "float32")
+INT32 = (-2**31, 2**31 - 1)  # every integer of a spec is a JAX int32 (sizes, steps, seeds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +76,8 @@ def _typed(key, value, kind):
         return float(value)
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
         _bad(key, value, f"of type {kind.__name__}")
+    if kind is int and not INT32[0] <= value <= INT32[1]:
+        _bad(key, value, "an int32: from -2**31 to 2**31 - 1")
     return value
 
 
@@ -136,6 +139,11 @@ def load_spec(path) -> SweepSpec:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"spec={str(path)!r} is not allowed: the file does not exist") from None
+    except OSError as err:  # a folder, no permission, ...
+        raise InputError(f"spec={str(path)!r} is not allowed: it cannot be read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"spec={str(path)!r} is not allowed: not UTF-8 text ({err.reason} at byte "
+                         f"{err.start})") from None
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"spec={str(path)!r} is not allowed: not valid TOML ({err})") from None
     return parse_spec(data)
