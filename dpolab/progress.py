@@ -60,19 +60,21 @@ class Progress:
         else:
             self._line()
 
-    def close(self) -> None:
+    def close(self, *, failed: bool = False) -> None:
+        """Ends the bar, or prints the closing line (not when nothing started or the work failed:
+        then the error is the one line to read)."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        else:
+        elif self.total is not None and not failed:
             self.now = None
             self._line(force=True)
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *_):
+        self.close(failed=exc_type is not None)
 
     def line(self) -> str:
         """The plain progress line: done/total, share, elapsed, rate and ETA of this run's units."""

@@ -33,6 +33,20 @@ def test_plain_lines_count_rate_and_eta_at_most_one_per_interval():
     assert len(lines) == 3
 
 
+def test_an_error_or_no_work_ends_without_a_closing_line():
+    stream = io.StringIO()
+    with Progress(desc="verify", unit="check", stream=stream):
+        pass  # refused before the total was known
+    try:
+        with Progress(desc="verify", unit="check", stream=stream, every=1e9) as p:
+            p.reset(3)
+            p.start("a")
+            raise ValueError("bad input")
+    except ValueError:
+        pass
+    assert stream.getvalue().splitlines() == ["dpolab verify: 0/3 checks (0%) in 0s; now a"]
+
+
 def test_quiet_prints_nothing():
     stream = io.StringIO()
     with Progress(desc="x", unit="item", quiet=True, stream=stream) as p:
