@@ -9,7 +9,7 @@
   dpolab bounds ranking [--log-ref-ratio ..] [--alpha ..] [--beta ..] [--json | --csv]
   dpolab bounds mixture --rewards "r11,r12;r21,r22" --weights w1,w2 [--json | --csv]
   dpolab sweep SPEC.toml --out DIR [--backend local|ray] [--address ADDR] [--resume | --force]
-               [--quiet]
+               [--quiet] [--set TABLE.KEY=VALUE ..]
   dpolab llm extract --persona-dir DIR (--personas A,B | --k-set 1,2,.. | --all) [--limit N] --out DIR
                      [--model ID|DIR] [--device auto|cpu|cuda] [--dtype float32|bfloat16|float16]
                      [--batch-size N] [--cache-dir DIR]
@@ -189,7 +189,10 @@ def _parser() -> argparse.ArgumentParser:
     again = w.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="recompute only missing or corrupt chunks")
     again.add_argument("--force", action="store_true", help="replace an earlier sweep in --out")
-    w.add_argument("--quiet", action="store_true", help="no progress bar")
+    w.add_argument("--quiet", action="store_true", help="no progress output")
+    w.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE", dest="overrides",
+                   help="override a spec entry, e.g. --set grid.K=[1,2,4] --set sweep.seeds=8 (repeatable; "
+                   "the manifest records the effective spec)")
 
     llm = sub.add_parser("llm", help="the real-embedding track (needs the llm extra)")
     llm_sub = llm.add_subparsers(dest="llm_command", required=True)
@@ -315,7 +318,7 @@ def _sweep(args) -> int:
     from dpolab.sims.sweep.run import run_sweep
 
     summary = run_sweep(args.spec, args.out, backend=args.backend, address=args.address,
-                        resume=args.resume, force=args.force, quiet=args.quiet)
+                        resume=args.resume, force=args.force, quiet=args.quiet, overrides=args.overrides)
     print(f"summary: {summary}")
     return 0
 

@@ -31,9 +31,10 @@ BACKENDS = ("local", "ray")
 
 
 def run_sweep(spec_path, out, *, backend="local", address=None, resume=False, force=False,
-              quiet=False) -> Path:
-    """Runs (or resumes) the sweep of a TOML spec file; returns the path of its summary.csv."""
-    return run_spec(load_spec(spec_path), out, backend=backend, address=address, resume=resume,
+              quiet=False, overrides=()) -> Path:
+    """Runs (or resumes) the sweep of a TOML spec file with `--set` overrides (`overrides`: a list of
+    TABLE.KEY=VALUE texts); returns the path of its summary.csv."""
+    return run_spec(load_spec(spec_path, overrides), out, backend=backend, address=address, resume=resume,
                     force=force, quiet=quiet).summary
 
 

@@ -13,7 +13,9 @@ Q = 50
 K = [1, 2, 4]
 v = [0.0, 0.01]
 ```
-Unknown keys, wrong types and impossible values are rejected with the key named.
+Unknown keys, wrong types and impossible values are rejected with the key named. `--set
+TABLE.KEY=VALUE` overrides an entry from the command line (`apply_overrides`); the manifest of a
+sweep records the effective spec.
 """
 from __future__ import annotations
 
@@ -133,8 +135,33 @@ def parse_spec(data: dict) -> SweepSpec:
     return spec
 
 
-def load_spec(path) -> SweepSpec:
-    """Reads and validates a sweep spec file."""
+def apply_overrides(data: dict, overrides=()) -> dict:
+    """`data` (a parsed spec) with `TABLE.KEY=VALUE` overrides applied (`--set`), in order.
+
+    TABLE is sweep, fixed or grid; VALUE is a TOML value (`4`, `0.5`, `[1, 2, 4]`, `"float32"`), a
+    bare word being read as a string (`precision=float32`). A key set in [fixed] leaves [grid] and
+    the other way round, so `--set fixed.K=4` pins an axis and `--set grid.v=[0,0.01]` sweeps one.
+    """
+    data = {table: dict(entries) if isinstance(entries, dict) else entries for table, entries in data.items()}
+    for item in overrides:
+        target, sep, text = item.partition("=")
+        table, dot, key = target.strip().partition(".")
+        if not sep or not dot or not key or table not in ("sweep", "fixed", "grid"):
+            raise InputError(f"--set={item!r} is not allowed: --set must be TABLE.KEY=VALUE with TABLE one of "
+                             "sweep, fixed, grid (e.g. --set grid.K=[1,2,4] or --set sweep.seeds=8)")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()  # a bare word: a string
+        data.setdefault(table, {})[key] = value
+        other = {"fixed": "grid", "grid": "fixed"}.get(table)
+        if other and isinstance(data.get(other), dict):
+            data[other].pop(key, None)
+    return data
+
+
+def load_spec(path, overrides=()) -> SweepSpec:
+    """Reads and validates a sweep spec file, with `--set` overrides applied (`apply_overrides`)."""
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -146,4 +173,4 @@ def load_spec(path) -> SweepSpec:
                          f"{err.start})") from None
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"spec={str(path)!r} is not allowed: not valid TOML ({err})") from None
-    return parse_spec(data)
+    return parse_spec(apply_overrides(data, overrides))
