@@ -10,6 +10,8 @@
   dpolab bounds mixture --rewards "r11,r12;r21,r22" --weights w1,w2 [--json | --csv]
   dpolab sweep SPEC.toml --out DIR [--backend local|ray] [--address ADDR] [--resume | --force]
                [--quiet] [--set TABLE.KEY=VALUE ..]
+  dpolab sweep plan SPEC.toml [--set ..] [--no-calibrate] [--json]
+  dpolab sweep status DIR [--json]
   dpolab llm extract --persona-dir DIR (--personas A,B | --k-set 1,2,.. | --all) [--limit N] --out DIR
                      [--model ID|DIR] [--device auto|cpu|cuda] [--dtype float32|bfloat16|float16]
                      [--batch-size N] [--cache-dir DIR]
@@ -180,9 +182,14 @@ def _parser() -> argparse.ArgumentParser:
     mix.add_argument("--weights", required=True, help="group weights w1,w2,... (sum 1)")
     _output_flags(mix)
 
-    w = sub.add_parser("sweep", help="run a parameter sweep described by a TOML spec")
-    w.add_argument("spec", help="the sweep spec (TOML)")
-    w.add_argument("--out", required=True, help="output directory")
+    w = sub.add_parser("sweep", help="run a parameter sweep described by a TOML spec (or: sweep plan SPEC, "
+                       "sweep status DIR)")
+    w.add_argument("spec", help="the sweep spec (TOML); or `plan` (then SPEC) or `status` (then DIR)")
+    w.add_argument("target", nargs="?", help="after `plan`: the spec; after `status`: the sweep's folder")
+    w.add_argument("--out", help="output directory (required to run a sweep)")
+    w.add_argument("--json", action="store_true", help="plan/status: print JSON")
+    w.add_argument("--no-calibrate", action="store_true",
+                   help="plan: count only, do not time the first chunk of each signature")
     w.add_argument("--backend", default="local", choices=("local", "ray"),
                    help="local (this process, all local devices; the default) or ray")
     w.add_argument("--address", help="address of an existing Ray cluster (default: start a local one)")
@@ -317,9 +324,33 @@ def _bounds(args) -> int:
 def _sweep(args) -> int:
     from dpolab.sims.sweep.run import run_sweep
 
+    if args.spec in ("plan", "status"):
+        return _sweep_overview(args)
+    if args.target is not None:
+        raise InputError(f"{args.target!r} is not allowed: `dpolab sweep SPEC` takes one spec (or: sweep plan SPEC, "
+                         "sweep status DIR)")
+    if args.out is None:
+        raise InputError("--out is required to run a sweep (the folder its chunks and summary.csv go to)")
     summary = run_sweep(args.spec, args.out, backend=args.backend, address=args.address,
                         resume=args.resume, force=args.force, quiet=args.quiet, overrides=args.overrides)
     print(f"summary: {summary}")
+    return 0
+
+
+def _sweep_overview(args) -> int:
+    from dpolab.sims.sweep import overview
+    from dpolab.sims.sweep.spec import load_spec
+
+    if args.target is None:
+        what = "SPEC (the sweep spec)" if args.spec == "plan" else "DIR (the sweep's folder)"
+        raise InputError(f"`dpolab sweep {args.spec}` needs {what}")
+    if args.spec == "plan":
+        info = overview.describe_plan(load_spec(args.target, args.overrides), calibrate=not args.no_calibrate)
+        text = overview.format_plan(info)
+    else:
+        info = overview.sweep_status(args.target)
+        text = overview.format_status(info)
+    print(json.dumps(info, indent=1, default=float) if args.json else text)
     return 0
 
 
