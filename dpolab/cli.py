@@ -1,33 +1,7 @@
 """The `dpolab` command line: a thin shell over library functions.
 
-  dpolab verify [--suite NAME] [--quick] [--only TEXT] [--out DIR] [--force | --resume] [--json]
-                [--style screen|paper] [--width column|text|INCHES]
-  dpolab bounds im-li [--K 1,2,4] [--Q 100] [--d ..] [--v ..] [--lb ..] [--Z ..] [--beta ..]
-                      [--tau ..] [--threshold ..] [--json | --csv]
-  dpolab bounds rdpo [--n ..] [--d ..] [--eps ..] [--beta ..] [--L ..] [--B ..] [--delta ..]
-                     [--lambda ..] [--C ..] [--C-prime ..] [--c-margin ..] [--json | --csv]
-  dpolab bounds ranking [--log-ref-ratio ..] [--alpha ..] [--beta ..] [--json | --csv]
-  dpolab bounds mixture --rewards "r11,r12;r21,r22" --weights w1,w2 [--json | --csv]
-  dpolab sweep SPEC.toml --out DIR [--backend local|ray] [--address ADDR] [--resume | --force]
-               [--quiet] [--set TABLE.KEY=VALUE ..]
-  dpolab sweep plan SPEC.toml [--set ..] [--no-calibrate] [--json]
-  dpolab sweep status DIR [--json]
-  dpolab llm extract --persona-dir DIR (--personas A,B | --k-set 1,2,.. | --all) [--limit N] --out DIR
-                     [--model ID|DIR] [--device auto|cpu|cuda] [--dtype float32|bfloat16|float16]
-                     [--batch-size N] [--cache-dir DIR]
-  dpolab llm train --features DIR --out DIR [--k-sets 1,2,4] [--protocol paper|gd] [--seeds N]
-                   [--model ID|DIR] [--force]
-  dpolab llm diagnose --features DIR --out DIR [--model ID|DIR] [--force]
-  dpolab llm hh [--hh-path FILE] [--limit N] [--seeds N] --out DIR [--model ID|DIR] [--device ..]
-                [--dtype ..] [--batch-size N] [--cache-dir DIR]
-  dpolab bench [--suite NAME] [--quick] [--json]
-  dpolab selftest [--only NAME,..] [--jobs N] [--no-tests] [--json]
-  dpolab repro [--only NAME,..] [--quick] --out DIR [--resume | --force] [--persona-dir DIR]
-               [--hh-path FILE] [--cache-dir DIR] [--style screen|paper] [--width column|text|INCHES]
-  dpolab audit [--only NAME,..] [--quick] --out DIR [--resume | --force] [--persona-dir DIR]
-               [--hh-path FILE] [--cache-dir DIR] [--style screen|paper] [--width column|text|INCHES]
-
-  dpolab --version
+Every command's synopsis is `usage()`, read from the parser (the README's command-line block is
+its output; a test keeps the two equal).
 
 Bad input (`InputError`, or a flag argparse refuses) prints one line naming the field and exits
 with code 2; `verify` exits 1 iff a check fails (findings never fail a run); Ctrl-C prints how to
@@ -115,7 +89,8 @@ def _figure_flags(parser):
     and --quiet, of the commands that draw figures."""
     parser.add_argument("--style", choices=("screen", "paper"), default="screen",
                         help="figure preset: 'paper' sets 8 pt labels and thin lines for print (default screen)")
-    parser.add_argument("--width", help="figure width: 'column' (3.25 in), 'text' (6.75 in) or inches in [1, 20] "
+    parser.add_argument("--width", metavar="column|text|INCHES",
+                        help="figure width: 'column' (3.25 in), 'text' (6.75 in) or inches in [1, 20] "
                         "(default: each figure's natural width)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -145,7 +120,7 @@ def _backbone_flags(parser, *, batch_size: int) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="the model's precision (features are stored in float32)")
     parser.add_argument("--batch-size", type=int, default=batch_size, help="prompts per forward pass")
-    parser.add_argument("--cache-dir", help=CACHE_DIR_HELP)
+    parser.add_argument("--cache-dir", metavar="DIR", help=CACHE_DIR_HELP)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -156,9 +131,10 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("verify", help="check the theory claim by claim")
     v.add_argument("--suite", help="run one suite only (e.g. im-li)")
-    v.add_argument("--only", help="run only checks whose id contains one of these comma-separated texts")
+    v.add_argument("--only", metavar="TEXT,..",
+                   help="run only checks whose id contains one of these comma-separated texts")
     v.add_argument("--quick", action="store_true", help="small configurations (about a minute)")
-    v.add_argument("--out", help="output directory (default results/verify/<timestamp>)")
+    v.add_argument("--out", metavar="DIR", help="output directory (default results/verify/<timestamp>)")
     again = v.add_mutually_exclusive_group()
     again.add_argument("--force", action="store_true", help="replace an earlier verify run in --out")
     again.add_argument("--resume", action="store_true",
@@ -184,9 +160,11 @@ def _parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("sweep", help="run a parameter sweep described by a TOML spec (or: sweep plan SPEC, "
                        "sweep status DIR)")
-    w.add_argument("spec", help="the sweep spec (TOML); or `plan` (then SPEC) or `status` (then DIR)")
-    w.add_argument("target", nargs="?", help="after `plan`: the spec; after `status`: the sweep's folder")
-    w.add_argument("--out", help="output directory (required to run a sweep)")
+    w.add_argument("spec", metavar="SPEC.toml|plan|status",
+                   help="the sweep spec (TOML); or `plan` (then SPEC) or `status` (then DIR)")
+    w.add_argument("target", nargs="?", metavar="SPEC|DIR",
+                   help="after `plan`: the spec; after `status`: the sweep's folder")
+    w.add_argument("--out", metavar="DIR", help="output directory (required to run a sweep)")
     w.add_argument("--json", action="store_true", help="plan/status: print JSON")
     w.add_argument("--no-calibrate", action="store_true",
                    help="plan: count only, do not time the first chunk of each signature")
@@ -204,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     llm = sub.add_parser("llm", help="the real-embedding track (needs the llm extra)")
     llm_sub = llm.add_subparsers(dest="llm_command", required=True)
     ex = llm_sub.add_parser("extract", help="hidden states of persona statements, cached")
-    ex.add_argument("--persona-dir", help=PERSONA_DIR_HELP)
+    ex.add_argument("--persona-dir", metavar="DIR", help=PERSONA_DIR_HELP)
     pick = ex.add_mutually_exclusive_group(required=True)
     pick.add_argument("--personas", help="comma-separated persona names")
     pick.add_argument("--k-set", help="the paper's persona sets of these sizes (comma list of 1, 2, 4, 8, 16)")
@@ -212,41 +190,41 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--limit", type=int, help="statements per persona (default all)")
     _backbone_flags(ex, batch_size=16)
     ex.add_argument("--quiet", action="store_true", help="no progress output")
-    ex.add_argument("--out", required=True, help="output directory (npz per persona + manifest.json)")
+    ex.add_argument("--out", metavar="DIR", required=True, help="output directory (npz per persona + manifest.json)")
     tr = llm_sub.add_parser("train", help="last-layer DPO on extracted features (JAX)")
     tr.add_argument("--features", required=True, help="a folder written by `dpolab llm extract`")
-    tr.add_argument("--persona-dir", help=PERSONA_DIR_HELP)
+    tr.add_argument("--persona-dir", metavar="DIR", help=PERSONA_DIR_HELP)
     tr.add_argument("--k-sets", default="1,2,4,8,16", help="paper set sizes to train (comma list)")
     tr.add_argument("--protocol", default="paper", choices=("paper", "gd"),
                     help="paper (Adam, lr 1e-3, β=0.01, 100 steps; the default) or gd")
     tr.add_argument("--seeds", type=int, default=3, help="split seeds")
     tr.add_argument("--model", help=MODEL_GUARD_HELP)
-    tr.add_argument("--out", required=True)
+    tr.add_argument("--out", metavar="DIR", required=True)
     tr.add_argument("--force", action="store_true", help="replace an earlier llm train run in --out")
     hh = llm_sub.add_parser("hh", help="DPO, cDPO and rDPO on HH-RLHF features under injected flips")
-    hh.add_argument("--hh-path", help=HH_PATH_HELP)
+    hh.add_argument("--hh-path", metavar="FILE", help=HH_PATH_HELP)
     hh.add_argument("--limit", type=int, default=500, help="pairs (the first N of the file)")
     hh.add_argument("--seeds", type=int, default=5, help="split and flip seeds")
     _backbone_flags(hh, batch_size=8)
-    hh.add_argument("--out", required=True, help="features cache and results (hh_results.csv)")
+    hh.add_argument("--out", metavar="DIR", required=True, help="features cache and results (hh_results.csv)")
     dg = llm_sub.add_parser("diagnose", help="embedding structure and the theorem's conditions")
     dg.add_argument("--features", required=True)
     dg.add_argument("--model", help=MODEL_GUARD_HELP)
-    dg.add_argument("--out", required=True)
+    dg.add_argument("--out", metavar="DIR", required=True)
     dg.add_argument("--force", action="store_true", help="replace an earlier llm diagnose run in --out")
 
     for name, text in (("repro", "regenerate the papers' figures and tables from stored results"),
                        ("audit", "answer the papers' open questions with experiments (audit.md)")):
         r = sub.add_parser(name, help=text)
-        r.add_argument("--only", help="comma-separated item names (default: all)")
+        r.add_argument("--only", metavar="TEXT,..", help="comma-separated item names (default: all)")
         r.add_argument("--quick", action="store_true", help="small sizes (for the test suite)")
-        r.add_argument("--out", required=True, help="output directory")
+        r.add_argument("--out", metavar="DIR", required=True, help="output directory")
         again = r.add_mutually_exclusive_group()
         again.add_argument("--resume", action="store_true", help="finish an interrupted run in --out")
         again.add_argument("--force", action="store_true", help=f"replace an earlier {name} run in --out")
-        r.add_argument("--persona-dir", help=PERSONA_DIR_HELP)
-        r.add_argument("--hh-path", help=HH_PATH_HELP)
-        r.add_argument("--cache-dir", help=CACHE_DIR_HELP)
+        r.add_argument("--persona-dir", metavar="DIR", help=PERSONA_DIR_HELP)
+        r.add_argument("--hh-path", metavar="FILE", help=HH_PATH_HELP)
+        r.add_argument("--cache-dir", metavar="DIR", help=CACHE_DIR_HELP)
         _figure_flags(r)
 
     c = sub.add_parser("bench", help="speed of the fast path against baselines and the memory floor")
@@ -259,7 +237,8 @@ def _parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("selftest", help="the mutation harness: does every check go red when the "
                         "formula or simulator it guards is broken? (needs a source checkout)")
-    st.add_argument("--only", help="run only mutants whose name contains one of these comma-separated texts")
+    st.add_argument("--only", metavar="TEXT,..",
+                    help="run only mutants whose name contains one of these comma-separated texts")
     st.add_argument("--jobs", type=int, default=2, help="mutants run at once (default 2)")
     st.add_argument("--no-tests", action="store_true", help="run the registered checks only, not the tests")
     st.add_argument("--json", action="store_true", help="print the outcomes and scores as JSON")
@@ -465,6 +444,35 @@ def _interrupted(args) -> str:
         return (f"dpolab {args.command}: interrupted; finished work is kept in {args.out}: run the same "
                 "command with --resume to finish it")
     return f"dpolab {args.command}: interrupted"
+
+
+def usage(width: int = 110) -> str:
+    """Every command's synopsis, read from the parser itself: the README's command-line block (a test
+    keeps the two equal; `python -c "from dpolab.cli import usage; print(usage())"` prints it)."""
+    import os
+
+    lines = []
+
+    def walk(parser):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            text = parser.format_usage().strip().removeprefix("usage: ").replace(" [-h]", "")
+            first, *rest = text.splitlines()  # continuation lines were indented past "usage: "
+            lines.append("\n".join([first.rstrip()] + [ln[len("usage: "):].rstrip() for ln in rest]))
+            return
+        for sub in subs[0].choices.values():
+            walk(sub)
+
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(width)  # argparse wraps at the terminal's width: fix it
+    try:
+        walk(_parser())
+    finally:
+        if saved is None:
+            os.environ.pop("COLUMNS")
+        else:
+            os.environ["COLUMNS"] = saved
+    return "\n".join(lines + ["dpolab --version"])
 
 
 def main(argv=None) -> int:
