@@ -7,6 +7,7 @@ simulation with closed forms at the same t.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -96,15 +97,18 @@ def fast_vs_autodiff(quick):
 
 def recursion_exact(quick):
     """GD margins obey r(n+1) = r(n) + (ηβ²/N) C σ(−r(n)) exactly, for train and held-out rows,
-    on both trainer paths (dense features; per-pair Gram blocks, `dpolab.sims.blocks`)."""
-    spec, params, key, train, test = small_problem()
-    r, rt = margin_recursion(dataset_cross_terms(train, train), dataset_cross_terms(test, train),
-                             beta=params.beta, eta=params.eta, steps=40)
+    on both trainer paths (dense features; per-pair Gram blocks, `dpolab.sims.blocks`), for equal
+    and for unequal pairs (unbalanced Q: padded blocks)."""
+    equal, params, key, train, test = small_problem()
+    unequal = dataclasses.replace(equal, Q=(6, 2, 4))
     worst_train = worst_test = 0.0
-    for path in ("features", "gram"):
-        fast = _fast(spec, params, train, test, steps=40, path=path)
-        worst_train = max(worst_train, _maxdiff(fast.margins, r))
-        worst_test = max(worst_test, _maxdiff(fast.test_margins, rt))
+    for spec, data in ((equal, train), (unequal, sample_dataset(key, unequal, params, 0))):
+        r, rt = margin_recursion(dataset_cross_terms(data, data), dataset_cross_terms(test, data),
+                                 beta=params.beta, eta=params.eta, steps=40)
+        for path in ("features", "gram"):
+            fast = _fast(spec, params, data, test, steps=40, path=path)
+            worst_train = max(worst_train, _maxdiff(fast.margins, r))
+            worst_test = max(worst_test, _maxdiff(fast.test_margins, rt))
     worst = max(worst_train, worst_test)
     return CheckResult(
         id="im-li/recursion-exact", reference="Im & Li Lemma 4.1, discrete form (THEORY §1.2)",

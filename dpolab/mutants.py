@@ -159,7 +159,7 @@ MUTANTS: tuple[Mutant, ...] = (
       (_TP + "::test_gram_and_feature_paths_agree_with_each_other_and_with_autodiff",)),
     M("train.block-padding", "sims/blocks.py", "return jnp.where(mask, x[jnp.asarray(blocks.index)], 0)",
       "return x[jnp.asarray(blocks.index)]", "padded block slots repeat sample 0 (counted twice)",
-      (), (_TP + "::test_gram_and_feature_paths_agree_with_each_other_and_with_autodiff",)),
+      ("im-li/recursion-exact",), (_TP + "::test_gram_and_feature_paths_agree_with_each_other_and_with_autodiff",)),
     # ---- sims/data.py: the synthetic mixture ------------------------------------------------------
     M("data.chosen-rejected-swap", "sims/data.py", "return 2 * self.pair + (self.sign < 0)",
       "return 2 * self.pair + (self.sign > 0)", "y_w and y_l are the same token",
