@@ -143,26 +143,29 @@ def numpy_newton_grid(x, theta0, *, beta, eps_values, ns, gtol=1e-10, max_iter=1
     n_eps, n_seeds, n_max, d = x.shape
     m = len(ns)
     xs = np.broadcast_to(x, (m,) + x.shape).reshape(-1, n_max, d)  # (F, n_max, d), F = M·E·R
+    xt = np.ascontiguousarray(xs.transpose(0, 2, 1))  # (F, d, n_max), for the Hessian's BLAS calls
     weight_rows = (np.arange(n_max)[None, :] < np.asarray(ns)[:, None]) / np.asarray(ns)[:, None]
     rows = np.broadcast_to(weight_rows[:, None, None, :], (m, n_eps, n_seeds, n_max)).reshape(-1, n_max)
     eps = np.broadcast_to(np.asarray(eps_values, float)[None, :, None], (m, n_eps, n_seeds)).reshape(-1, 1)
     scale = 1.0 / (1.0 - 2.0 * eps)
 
     def loss_and_z(theta):
-        z = beta * np.einsum("fnd,fd->fn", xs, theta - theta0)
-        sp_pos, sp_neg = np.logaddexp(0.0, z), np.logaddexp(0.0, -z)
+        z = beta * np.matmul(xs, (theta - theta0)[..., None])[..., 0]
+        sp_pos = np.logaddexp(0.0, z)
+        sp_neg = sp_pos - z  # softplus(−z) = softplus(z) − z
         return np.sum(rows * scale * ((1.0 - eps) * sp_neg - eps * sp_pos), axis=1), z
 
     theta = np.broadcast_to(np.asarray(theta0, float), (xs.shape[0], d)).copy()
     loss, z = loss_and_z(theta)
     iters = 0
     while iters < max_iter:
-        w = scale * ((1.0 - eps) * expit(-z) + eps * expit(z))
-        grad = -beta * np.einsum("fn,fnd->fd", rows * w, xs)
+        sig_neg = expit(-z)  # σ(−z); σ(z) = 1 − σ(−z)
+        w = scale * ((1.0 - eps) * sig_neg + eps * (1.0 - sig_neg))
+        grad = -beta * np.matmul((rows * w)[:, None, :], xs)[:, 0, :]
         if np.max(np.abs(grad)) < gtol:
             break
-        curv = rows * expit(z) * expit(-z)
-        hess = beta**2 * np.matmul(xs.transpose(0, 2, 1) * curv[:, None, :], xs) + 1e-12 * np.eye(d)
+        curv = rows * sig_neg * (1.0 - sig_neg)
+        hess = beta**2 * np.matmul(xt * curv[:, None, :], xs) + 1e-12 * np.eye(d)
         step = np.linalg.solve(hess, grad[..., None])[..., 0]
         t = np.ones((xs.shape[0], 1))
         for _ in range(40):  # per-fit backtracking (Armijo) until every fit's loss decreases enough
