@@ -28,6 +28,7 @@ _V = "tests/test_verify.py"
 _IL = "tests/test_im_li.py"
 _L = "tests/test_losses.py"
 _S = "tests/test_sims.py"
+_TP = "tests/test_train_paths.py"
 _B = "tests/test_bandit.py"
 _R = "tests/test_rdpo_theory.py"
 _M = "tests/test_mixture_theory.py"
@@ -125,8 +126,10 @@ MUTANTS: tuple[Mutant, ...] = (
       "grad_a = -(1.0 / n) * s", "the gradient without β",
       ("im-li/fast-vs-autodiff", "im-li/time-collapse", "audit/q7-beta"),
       (_S + "::test_one_gd_step_golden_in_plain_numpy",)),
-    M("train.margin-sign", "sims/train.py", "return beta * data.sign * jnp.sum(data.g * d_rows, axis=1)",
-      "return beta * jnp.sum(data.g * d_rows, axis=1)", "margins ignore which response won",
+    M("train.margin-sign", "sims/train.py",
+      "return beta * (_take(logits, data.chosen) - _take(logits, data.rejected))",
+      "return beta * (_take(logits, 2 * data.pair) - _take(logits, 2 * data.pair + 1))",
+      "margins ignore which response won",
       ("im-li/fast-vs-autodiff",), (_S + "::test_one_gd_step_golden_in_plain_numpy",)),
     M("train.log_probs-partition", "sims/train.py",
       "lse = jax.nn.logsumexp(jnp.concatenate([data.ref_lse_rest[:, None], logits], axis=1), axis=1)",
@@ -141,6 +144,22 @@ MUTANTS: tuple[Mutant, ...] = (
     M("train.held-out-margins", "sims/train.py", "rt, lt, acct = summary(test, delta_w, params)",
       "rt, lt, acct = summary(data, delta_w, params)", "held-out margins measured on the training set",
       ("im-li/test-tracks-train", "im-li/fast-vs-autodiff"), (_S + "::" + _HELD,)),
+    M("train.gram-scale", "sims/train.py", "scale = params.eta * params.beta**2 / n",
+      "scale = params.eta * params.beta / n", "the Gram-block recursion with β for β²",
+      ("im-li/recursion-exact",), (_TP + "::test_gram_and_feature_paths_agree_with_each_other_and_with_autodiff",)),
+    M("train.gram-factor", "sims/blocks.py", "return 2.0 * sign_blocks[:, :, None] * sign_blocks[:, None, :] * gram",
+      "return 1.0 * sign_blocks[:, :, None] * sign_blocks[:, None, :] * gram",
+      "the per-pair cross terms without the preference-sharing factor 2",
+      ("im-li/recursion-exact",), (_TP + "::test_gram_and_feature_paths_agree_with_each_other_and_with_autodiff",)),
+    M("train.block-margin-sign", "sims/train.py",
+      "return beta * sign_blocks * jnp.einsum(\"pid,pd->pi\", g_blocks, pair_difference(delta_w))",
+      "return beta * jnp.einsum(\"pid,pd->pi\", g_blocks, pair_difference(delta_w))",
+      "the feature path's step margins ignore which response won",
+      ("im-li/fast-vs-autodiff", "im-li/recursion-exact"),
+      (_TP + "::test_gram_and_feature_paths_agree_with_each_other_and_with_autodiff",)),
+    M("train.block-padding", "sims/blocks.py", "return jnp.where(mask, x[jnp.asarray(blocks.index)], 0)",
+      "return x[jnp.asarray(blocks.index)]", "padded block slots repeat sample 0 (counted twice)",
+      ("im-li/recursion-exact",), (_TP + "::test_gram_and_feature_paths_agree_with_each_other_and_with_autodiff",)),
     # ---- sims/data.py: the synthetic mixture ------------------------------------------------------
     M("data.chosen-rejected-swap", "sims/data.py", "return 2 * self.pair + (self.sign < 0)",
       "return 2 * self.pair + (self.sign > 0)", "y_w and y_l are the same token",

@@ -21,6 +21,7 @@ from dpolab.theory.losses import LOSSES
 
 TOKEN_MODES = ("distinct", "shared", "yes_no")
 OPTIMIZERS = ("gd", "adam")
+PATHS = ("auto", "features", "gram")
 
 
 def _fail(field, value, allowed):
@@ -117,12 +118,19 @@ class TrainSpec:
       optimizer: "gd" (plain gradient descent, step η) or "adam" (optax scale_by_adam, step η).
       steps: number of optimiser steps (time t = steps·η with τ = 1).
       stride: record every `stride` steps; steps must be a multiple of stride.
+      path: "auto" (the cheaper exact path by `dpolab.sims.blocks.training_path`'s rule),
+        "features" (dense passes over the features) or "gram" (the margin recursion on the
+        per-pair Gram blocks; GD only).
+      float32: train in float32 (features, reference logits and parameters cast down), for sweeps
+        that do not need float64; compare with `dpolab.sims.blocks.margin_tolerance`.
     """
 
     loss: str = "dpo"
     optimizer: str = "gd"
     steps: int = 100
     stride: int = 1
+    path: str = "auto"
+    float32: bool = False
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -133,6 +141,13 @@ class TrainSpec:
         _check_int("stride", self.stride, 1)
         if self.steps % self.stride:
             _fail("stride", self.stride, f"a divisor of steps={self.steps}")
+        if self.path not in PATHS:
+            _fail("path", self.path, f"one of {PATHS}")
+        if self.path == "gram" and self.optimizer != "gd":
+            _fail("path", self.path, f"'auto' or 'features' with optimizer={self.optimizer!r} "
+                  "(the Gram recursion is exact for plain GD only)")
+        if not isinstance(self.float32, bool):
+            _fail("float32", self.float32, "True or False")
 
     @property
     def n_checkpoints(self) -> int:

@@ -65,6 +65,18 @@ def layout(spec: DataSpec, per_cluster: tuple[int, ...]):
     return value, np.asarray(sign, dtype=np.int32), pair.astype(np.int32)
 
 
+def pair_sizes(spec: DataSpec, per_cluster=None) -> tuple[int, ...]:
+    """(P,) training samples of each pair, for `layout`'s order (pair after pair, since the pair
+    index value // Z never decreases along the values): the trainer's static `pair_sizes`.
+
+    Args:
+      spec: static data shape. per_cluster: samples per cluster of each value (default Q).
+    """
+    per_cluster = spec.q_per_value if per_cluster is None else tuple(per_cluster)
+    pair = layout(spec, per_cluster)[2]
+    return tuple(int(c) for c in np.bincount(pair, minlength=spec.n_pairs))
+
+
 def concept_vectors(key, spec: DataSpec, delta, concept_cos=0.0) -> jnp.ndarray:
     """(K, d) unit concept vectors, all ⟂ e_1.
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dpolab.sims.config import DataSpec, TrainSpec, make_params, theorem_regime
-from dpolab.sims.data import concept_vectors, sample_dataset
+from dpolab.sims.data import concept_vectors, pair_sizes, sample_dataset
 from dpolab.sims.risk import clopper_pearson
 from dpolab.sims.train import check_finite, make_trainer, run_seeds
 
@@ -22,7 +22,7 @@ def _tiny():
 def test_one_gd_step_golden_in_plain_numpy():
     """Margins after two GD steps, recomputed with an explicit per-sample numpy loop."""
     spec, params, train, test = _tiny()
-    traj = jax.jit(make_trainer(TrainSpec(steps=2), spec.n_pairs))(train, test, params)
+    traj = jax.jit(make_trainer(TrainSpec(steps=2), spec.n_pairs, pair_sizes=pair_sizes(spec)))(train, test, params)
     g, yw, yl = np.asarray(train.g), np.asarray(train.chosen), np.asarray(train.rejected)
     beta, eta, n = 0.9, 0.4, g.shape[0]
     dw = np.zeros((4, 5))
@@ -45,7 +45,8 @@ def test_held_out_margins_time_axis_and_the_recursion_in_plain_numpy():
     from dpolab.sims.reference import dataset_cross_terms, margin_recursion
 
     spec, params, train, test = _tiny()
-    traj = jax.jit(make_trainer(TrainSpec(steps=6, stride=3), spec.n_pairs))(train, test, params)
+    run = make_trainer(TrainSpec(steps=6, stride=3), spec.n_pairs, pair_sizes=pair_sizes(spec))
+    traj = jax.jit(run)(train, test, params)
     np.testing.assert_allclose(np.asarray(traj.t), [0.0, 1.2, 2.4], rtol=1e-15)
     dw = np.asarray(traj.delta_w)
     gt, yw, yl = np.asarray(test.g), np.asarray(test.chosen), np.asarray(test.rejected)
@@ -79,7 +80,7 @@ def test_log_probs_equal_a_full_vocabulary_softmax_in_numpy():
     from dpolab.sims.data import reference_head, split_keys
 
     spec, params, train, test = _tiny()
-    traj = jax.jit(make_trainer(TrainSpec(steps=3), spec.n_pairs))(train, test, params)
+    traj = jax.jit(make_trainer(TrainSpec(steps=3), spec.n_pairs, pair_sizes=pair_sizes(spec)))(train, test, params)
     w = np.array(reference_head(split_keys(jax.random.key(11), 0)[1], spec, 0.7))
     w[: 2 * spec.n_pairs] += np.asarray(traj.delta_w)
     logits = np.asarray(train.g) @ w.T

@@ -18,7 +18,7 @@ import numpy as np
 from dpolab.errors import InputError
 from dpolab.sims import bandit
 from dpolab.sims.config import DataSpec, SimParams, TrainSpec, make_params
-from dpolab.sims.data import low_rank_spectrum, sample_dataset
+from dpolab.sims.data import low_rank_spectrum, pair_sizes, sample_dataset
 from dpolab.sims.train import make_trainer
 from dpolab.theory import im_li, rdpo
 
@@ -112,8 +112,8 @@ def _value_means(x, value, n_values):
 
 def _im_li_batch(static):
     spec, train, K = static
-    run = make_trainer(train, spec.n_pairs)
     train_counts = spec.q_per_value[:K] + (0,) * (spec.K - K)
+    run = make_trainer(train, spec.n_pairs, pair_sizes=pair_sizes(spec, train_counts))
     seen_mask = np.arange(spec.K) < K
 
     def one(key, dyn):
