@@ -122,7 +122,7 @@ OUTPUTS = {
     "llm-train": ("summary.csv", "K*_seed*.npz"),
     "llm-diagnose": ("diagnose.json", "cosines.npz"),
 }
-_ALWAYS = ("manifest.json", "*.tmp")  # every kind: its manifest, a write cut short
+_ALWAYS = ("manifest.json", "*.tmp", "*.tmp-*")  # every kind: its manifest, a write cut short
 
 
 def _foreign_file(out: Path, kind: str) -> str | None:

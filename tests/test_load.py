@@ -3,6 +3,7 @@ the stored ones, with provenance in `.attrs`; folders it cannot read are refused
 import json
 
 import numpy as np
+import pyarrow.parquet
 import pytest
 
 import dpolab
@@ -43,6 +44,10 @@ def test_a_sweep_loads_as_points_by_seeds_and_as_a_data_frame(tmp_path, capsys):
     assert sorted(set(ds.K.values)) == [1.0, 2.0] and sorted(set(ds.v.values)) == [0.0, 0.02]
     assert ds.attrs["kind"] == "sweep" and ds.attrs["spec_hash"] and json.loads(ds.attrs["versions"])["jax"]
     assert ds.sel(point=ds.K == 2).sizes["point"] == 2
+    parquet = pyarrow.parquet.read_table(tmp_path / "s" / "summary.parquet").to_pydict()
+    assert set(parquet) == set(csv)
+    for name, column in csv.items():
+        np.testing.assert_array_equal(np.asarray(parquet[name]), column)
 
 
 def test_an_unfinished_sweep_and_a_foreign_folder_are_refused(tmp_path):

@@ -77,3 +77,17 @@ def test_plan_from_the_command_line_takes_overrides(tmp_path, capsys):
     assert info["signatures"] == 1 and info["points"] == 3
     assert main(["sweep", "plan"]) == 2
     assert "needs SPEC" in capsys.readouterr().err
+
+
+def test_force_replaces_a_sweep_whose_write_was_cut_short(tmp_path, capsys):
+    """A killed atomic write leaves `NAME.tmp-PID` (`store.write_atomic`): still a file the sweep wrote."""
+    path = tmp_path / "s.toml"
+    path.write_text(SPEC)
+    out = tmp_path / "o"
+    assert main(["sweep", str(path), "--out", str(out), "--quiet", "--set", "grid.K=[1]"]) == 0
+    (out / "chunks" / "00001.json.tmp-4242").write_text("{")
+    assert main(["sweep", str(path), "--out", str(out), "--quiet", "--set", "grid.K=[1]", "--force"]) == 0
+    assert not (out / "chunks" / "00001.json.tmp-4242").exists()
+    (out / "notes.txt").write_text("mine")
+    assert main(["sweep", str(path), "--out", str(out), "--quiet", "--force"]) == 2
+    assert (out / "notes.txt").read_text() == "mine"

@@ -10,7 +10,8 @@
 - Store: each chunk is a record of `dpolab.store` (`DIR/chunks/NNNNN.npz`, then `NNNNN.json` with
   its sha256, points and wall time, written last): a chunk counts as done only when whole and when
   it holds the points the plan gives it now. `--resume` recomputes every other chunk.
-- Results: `finish` writes `summary.csv` and returns the same table as arrays (`SweepResult`).
+- Results: `finish` writes `summary.csv` (and `summary.parquet` where pyarrow is installed) and
+  returns the same table as arrays (`SweepResult`).
 
 The drivers (`run_spec`, the local and Ray backends) are in `dpolab.sims.sweep.run`.
 """
@@ -188,9 +189,26 @@ class SweepStore:
         writer.writerow(header)
         writer.writerows(body)
         write_atomic(self.out / "summary.csv", buf.getvalue())
+        columns = _columns(header, body)
+        _write_parquet(self.out / "summary.parquet", columns)
         self.manifest.update(status="complete", wall_s=wall_s, checksums=checksums)
         write_manifest(self.out, self.manifest)
-        return SweepResult(self.out / "summary.csv", _columns(header, body))
+        return SweepResult(self.out / "summary.csv", columns)
+
+
+def _write_parquet(path: Path, columns: dict) -> None:
+    """summary.parquet beside summary.csv: the same columns (as `read_summary` gives them), for
+    pandas/polars/DuckDB users; written only where pyarrow is installed (the `data` extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec("pyarrow") is None:
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.table(columns), buf)
+    write_atomic(path, buf.getvalue().to_pybytes())
 
 
 def _cell(v):
