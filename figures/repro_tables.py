@@ -213,9 +213,9 @@ def plot_ranking_threshold(data: dict, out_dir) -> list[Path]:
                 label=r"Prop. 2.6: $L \leq 0.6$, $c \leq 0$ ⇒ right")
         ax.set_xlabel(r"$c = \log \pi_{ref}(y_l)/\pi_{ref}(y_w)$")
         ax.set_ylabel(r"per-pair DPO loss $L$")
-        ax.set_title(f"Theorem 4.1 on one fit (β = {beta:g}, n = {int(data['threshold_n'])}); "
+        ax.set_title(f"Theorem 4.1 on one fit (β = {beta:g}, n = {int(data['threshold_n'])})\n"
                      f"mismatches: {int(data['threshold_mismatches'])} / {int(data['pairs_checked'])}",
-                     fontsize=8)
+                     fontsize=8)  # two lines: one was wider than the figure and was cut
         ax.legend(loc="upper left", markerscale=2.5)
         paths = save(fig, out_dir, "chen_threshold",
                      {"c": c, "loss": loss, "ranked_right": ok.astype(float),
