@@ -99,7 +99,7 @@ def _figure_preset(args):
     """The context the command's figures are drawn in; --width is checked before any work."""
     from dpolab.figures.style import parse_width, preset
 
-    return preset(args.style, parse_width(args.width), "quick run" if args.quick else None)
+    return preset(args.style, parse_width(args.width))
 
 
 PERSONA_DIR_HELP = "persona/ folder of a clone of github.com/anthropics/evals (default $DPOLAB_PERSONA_DIR)"

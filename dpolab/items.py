@@ -146,7 +146,7 @@ def run_items(kind: str, items: dict, *, out, quick=False, only=None, force=Fals
                 if progress:
                     progress.update(1)
                 continue
-        files = module.render(data, ctx)
+        files = render(module, data, ctx)
         entry |= {"status": "done", "reason": None, "seconds": round(time.perf_counter() - t0, 1),
                   "files": sorted(str(Path(f).relative_to(out)) for f in files)}
         manifest["items"][name] = entry
@@ -156,6 +156,14 @@ def run_items(kind: str, items: dict, *, out, quick=False, only=None, force=Fals
     manifest.update(environment(), wall_s=round(time.perf_counter() - start, 1), xla=xla.since(compiled))
     write_manifest(out, manifest)
     return manifest, out
+
+
+def render(module, data: dict, ctx: Context) -> list[Path]:
+    """`module.render(data, ctx)`, with every figure of a quick run marked "quick run"."""
+    from dpolab.figures.style import marked
+
+    with marked("quick run" if ctx.quick else None):
+        return module.render(data, ctx)
 
 
 def summary_lines(manifest: dict) -> list[str]:

@@ -202,6 +202,7 @@ def run_verify(*, suite=None, quick=False, out=None, force=False, resume=False, 
 
     jax.config.update("jax_enable_x64", True)
     from dpolab.figures.im_li import make_all
+    from dpolab.figures.style import marked
 
     validate_suite(suite)
     validate_only(suite, only)
@@ -216,7 +217,8 @@ def run_verify(*, suite=None, quick=False, out=None, force=False, resume=False, 
         if r.artifacts:
             np.savez(out / "results" / (result_stem(r.id) + ".npz"),
                      **{k: np.asarray(v) for k, v in r.artifacts.items()})
-    make_all(out / "results", out / "figures")
+    with marked("quick run" if quick else None):
+        make_all(out / "results", out / "figures")
     meta = dict(environment(), suite=suite, quick=quick, out=str(out),
                 wall_s=time.perf_counter() - start, xla=xla.since(compiled), suites_not_run=unavailable_suites())
     report = {"meta": meta, "checks": [r.as_json() for r in results]}

@@ -4,12 +4,12 @@ Every figure is drawn inside `figure_context()` (which applies `apply_style()` a
 caller's rcParams afterwards) and written with `save`, which produces PDF + PNG (+ CSV of the
 plotted numbers) that are byte-identical across reruns on the same software stack.
 
-Presets (`--style`, `--width` on verify, repro and audit): inside `preset(style, width, mark)` every
+Presets (`--style`, `--width` on verify, repro and audit): inside `preset(style, width)` every
 figure is drawn with the style's font sizes and line widths (`STYLES`) and saved at the given width
 in inches (`WIDTHS`: a 3.25 in column, a 6.75 in text width), its height scaled with it, so the
-fonts print at their nominal size when the PDF is included at that width. `mark` writes a small note
-in the lower right corner (quick runs say so on every figure). Text in PDFs is embedded TrueType
-(Type 42) under every preset.
+fonts print at their nominal size when the PDF is included at that width. Inside `marked(text)`
+every figure carries a small note in its lower right corner (quick runs say so on every figure).
+Text in PDFs is embedded TrueType (Type 42) under every preset.
 """
 from __future__ import annotations
 
@@ -73,15 +73,14 @@ def parse_width(text) -> float | None:
 
 
 @contextlib.contextmanager
-def preset(style: str = "screen", width: float | None = None, mark: str | None = None):
-    """Inside it, every figure is drawn in `style` and saved `width` inches wide (None: as drawn),
-    with `mark` written small in its lower right corner (None: nothing)."""
+def preset(style: str = "screen", width: float | None = None):
+    """Inside it, every figure is drawn in `style` and saved `width` inches wide (None: as drawn)."""
     if style not in STYLES:
         from dpolab.errors import InputError
 
         raise InputError(f"--style={style!r} is not allowed: style must be one of {tuple(STYLES)}")
     before = dict(_preset)
-    _preset.update(style=style, width=width, mark=mark)
+    _preset.update(style=style, width=width)
     try:
         yield
     finally:
@@ -214,6 +213,18 @@ def save(fig, out_dir, name: str, table: dict | None = None) -> list[Path]:
     finally:
         plt.close(fig)
     return paths
+
+
+@contextlib.contextmanager
+def marked(mark: str | None):
+    """Inside it, every figure saved carries `mark` small in its lower right corner (None: nothing);
+    the runners use it so a quick run says so on each figure (`dpolab.items.render`, verify)."""
+    before = _preset["mark"]
+    _preset["mark"] = mark
+    try:
+        yield
+    finally:
+        _preset["mark"] = before
 
 
 def _apply_preset(fig) -> None:

@@ -32,7 +32,7 @@ def _two_panel(out):
 @pytest.mark.parametrize("width", ["column", "text", "4.5"])
 def test_a_figure_is_saved_at_the_width_asked_for(tmp_path, width):
     inches = style.parse_width(width)
-    with style.preset("paper", inches, "quick run"):
+    with style.preset("paper", inches), style.marked("quick run"):
         pdf, png = _two_panel(tmp_path)
     got, raw = _pdf_width_inches(pdf)
     # constrained layout fills the figure up to its 3/72 in padding; the tight box adds 0.02 in a side
@@ -45,7 +45,7 @@ def test_without_a_preset_figures_keep_their_natural_size_and_have_no_mark(tmp_p
     pdf, _ = _two_panel(tmp_path / "natural")
     natural, raw = _pdf_width_inches(pdf)
     assert natural > 5.5  # 7 in drawn, cropped to the tight box (not 3.25 or 6.75 laid out again)
-    with style.preset("screen", None, "quick run"):
+    with style.marked("quick run"):
         marked, _ = _two_panel(tmp_path / "marked")
     assert marked.read_bytes() != pdf.read_bytes()  # the mark is drawn
     assert style._preset == {"style": "screen", "width": None, "mark": None}  # restored on exit

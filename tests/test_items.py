@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from dpolab.audit import items as audit_items
-from dpolab.items import Context
+from dpolab.items import Context, render
 from dpolab.paper_repro import items as repro_items
 from dpolab.store import load_record
 
@@ -47,7 +47,7 @@ def _check_item(run, module, tmp_path):
     ctx = Context(kind=manifest["kind"], quick=True, out=tmp_path, dir=tmp_path / "again")
     ctx.dir.mkdir()
     first = _csvs((f for f in files if f.parent == out / module.NAME), (".csv", ".png"))
-    rendered = module.render(data, ctx)
+    rendered = render(module, data, ctx)
     assert _csvs(rendered, (".csv", ".png")) == {k: v for k, v in first.items()
                                                   if k in {p.name for p in rendered}}, "re-render differs"
     again = _csvs(rendered)
@@ -62,7 +62,7 @@ def _check_item(run, module, tmp_path):
         ctx.dir.mkdir()
         nudged = data[key] + 1e-6 * (np.abs(data[key]) + 1.0)
         try:
-            moved = _csvs(module.render(data | {key: nudged}, ctx))
+            moved = _csvs(render(module, data | {key: nudged}, ctx))
         except (ValueError, KeyError, IndexError, ZeroDivisionError):  # the plotter validated the numbers
             continue
         if moved != again:
