@@ -35,6 +35,7 @@ def test_one_gd_step_golden_in_plain_numpy():
             grad[yl[i]] += beta / n * w * g[i]
         dw -= eta * grad
     expected = np.array([beta * (dw[yw[i]] - dw[yl[i]]) @ g[i] for i in range(n)])
+    assert np.all(yw != yl) and np.all(expected > 0)  # a golden value, not 0 = 0 (two GD steps raise every margin)
     np.testing.assert_allclose(np.asarray(traj.margins[-1]), expected, rtol=0, atol=1e-13)
     assert np.all(np.asarray(traj.margins[0]) == 0.0)  # margins start at 0
 
