@@ -475,6 +475,17 @@ def usage(width: int = 110) -> str:
     return "\n".join(lines + ["dpolab --version"])
 
 
+def _out_of_memory(err: BaseException) -> bool:
+    """A MemoryError, or XLA's RESOURCE_EXHAUSTED (a JAX runtime error; torch's is a MemoryError)."""
+    return isinstance(err, MemoryError) or (type(err).__name__ in ("JaxRuntimeError", "XlaRuntimeError")
+                                            and "RESOURCE_EXHAUSTED" in str(err))
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0][:200] if text else type(err).__name__)
+
+
 def main(argv=None) -> int:
     argv = _attach_negative_values(sys.argv[1:] if argv is None else list(argv))
     try:
@@ -493,7 +504,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(_interrupted(args), file=sys.stderr)
         return 130
-    except Exception:  # anything else is a bug in dpolab, not bad input: show it as one
+    except Exception as err:  # out of memory is a size asked for; anything else is a bug in dpolab
+        if _out_of_memory(err):
+            print(f"dpolab {args.command}: error: out of memory ({_first_line(err)}): ask for less at once "
+                  "(a smaller grid or chunk_size, fewer seeds, --limit, --batch-size)", file=sys.stderr)
+            return 2
         traceback.print_exc()
         print(f"dpolab {args.command}: internal error (a bug, not bad input): please report it with the "
               "traceback above at the project's issue tracker", file=sys.stderr)

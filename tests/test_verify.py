@@ -1,6 +1,7 @@
 """`dpolab verify --quick` end to end, the CLI's error handling, and checks that can fail."""
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -166,3 +167,23 @@ def test_a_bug_is_shown_as_a_bug_not_as_bad_input(monkeypatch, capsys, tmp_path)
     assert main(["verify", "--quick", "--out", str(tmp_path / "v")]) == 70
     err = capsys.readouterr().err
     assert "Traceback" in err and "an internal shape mismatch" in err and "a bug, not bad input" in err
+
+
+@pytest.mark.parametrize("error, code", [
+    (MemoryError(), 2),
+    (jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9e12 bytes."), 2),
+    (jax.errors.JaxRuntimeError("INTERNAL: a compiler crash"), 70),  # not memory: a bug, shown as one
+])
+def test_out_of_memory_is_one_line_not_a_traceback(monkeypatch, capsys, tmp_path, error, code):
+    import dpolab.verify
+
+    def exhausted(**kwargs):
+        raise error
+
+    monkeypatch.setattr(dpolab.verify, "run_verify", exhausted)
+    assert main(["verify", "--quick", "--out", str(tmp_path / "v")]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    if code == 2:
+        assert len(err) == 1 and "error: out of memory (" in err[0] and "chunk_size" in err[0], err
+    else:
+        assert "Traceback (most recent call last)" in err[0]
