@@ -54,6 +54,11 @@ def cpu_features() -> str:
     return f"{platform.machine()} {platform.processor()}"
 
 
+def cpu_key() -> str:
+    """A short hash of `cpu_features()`: what names this host's instruction set in keys."""
+    return hashlib.sha256(cpu_features().encode()).hexdigest()[:12]
+
+
 def cache_dir() -> Path | None:
     """The folder this host's cache lives in, or None when `$DPOLAB_XLA_CACHE` is `off`."""
     base = os.environ.get(ENV, "").strip()
@@ -61,8 +66,7 @@ def cache_dir() -> Path | None:
         return None
     if not base:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dpolab" / "xla"
-    key = hashlib.sha256(cpu_features().encode()).hexdigest()[:12]
-    return Path(base).expanduser() / f"jaxlib-{importlib.metadata.version('jaxlib')}-{platform.machine()}-{key}"
+    return Path(base).expanduser() / f"jaxlib-{importlib.metadata.version('jaxlib')}-{platform.machine()}-{cpu_key()}"
 
 
 def enable_cache() -> Path | None:
@@ -115,7 +119,6 @@ def quiet_loader_env() -> dict:
 def _accelerator_plugin() -> bool:
     """Whether a JAX GPU or TPU plugin is installed (told without starting a backend: XLA reads its
     log level once, when it starts)."""
-
     names = (d.metadata["Name"] or "" for d in importlib.metadata.distributions())
     return any(n.lower().replace("_", "-").startswith(("jax-cuda", "jax-rocm", "libtpu")) for n in names)
 

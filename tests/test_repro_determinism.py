@@ -43,11 +43,11 @@ def _environment() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
         else platform.processor()
-    from dpolab.xla import cpu_features
+    from dpolab.xla import cpu_key
 
     return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "numpy": np.__version__,
             "scipy": scipy.__version__, "machine": platform.machine(), "cpu": cpu,
-            "cpu_flags": hashlib.sha256(cpu_features().encode()).hexdigest()[:16]}
+            "cpu_flags": cpu_key()}
 
 
 def _reference(here: dict) -> dict | None:
