@@ -125,7 +125,7 @@ def stage_sweep(out: Path, small: bool) -> dict:
     rows = agreement({m: low[m][0] for m in CROSS_METRICS}, {m: high[m][0] for m in CROSS_METRICS})
     info.update(cross_check={"K": s["K"][0], "seeds": s["check_seeds"], "cpu_float64_seconds": cpu_seconds,
                              "metrics": rows},
-                ok=all(r["agree"] for r in rows.values()) and result.summary.exists())
+                ok=all(r["agree"] for r in rows.values()) and result.exists())
     return info
 
 

@@ -77,7 +77,8 @@ class Context:
 
     def sweep(self, name: str, spec: dict) -> dict[str, np.ndarray]:
         """Runs (or resumes) a sweep of the sweep engine into `dir/sweeps/<name>`; returns its
-        summary as arrays (`dpolab.sims.sweep.engine.SweepResult.columns`)."""
+        summary read back through `dpolab.load`, one row per (point, seed) (`dpolab.results.rows`)."""
+        from dpolab.results import load, rows
         from dpolab.sims.sweep.run import run_spec
         from dpolab.sims.sweep.spec import parse_spec
 
@@ -87,7 +88,8 @@ class Context:
         # the item is being (re)computed: finish a stored sweep of this very spec, replace one of
         # another spec (an older version of the item); prepare_out still refuses foreign folders
         same = (read_manifest(out) or {}).get("key") == {"spec_hash": parsed.hash()}
-        return run_spec(parsed, out, resume=earlier and same, force=earlier and not same, quiet=True).columns
+        run_spec(parsed, out, resume=earlier and same, force=earlier and not same, quiet=True)
+        return rows(load(out))
 
 
 def select(items: dict, only: str | None) -> list[str]:

@@ -10,8 +10,8 @@
   (`<item>/data.npz`, checksummed) are variables `<item>/<name>`.
 
 Provenance goes to `.attrs`: `kind`, `path`, and every manifest entry (nested entries as JSON text,
-so the attrs stay writable to netCDF). Needs the `data` extra (`pip install 'dpolab[data]'`:
-xarray, pyarrow).
+so the attrs stay writable to netCDF). `rows(ds)` turns a sweep Dataset back into one row per
+(point, seed), the form the audit's statistics take.
 """
 from __future__ import annotations
 
@@ -30,10 +30,6 @@ def load(path):
     Raises:
       InputError: `path` is not a dpolab output folder, or a sweep in it is not complete.
     """
-    try:
-        import xarray  # noqa: F401
-    except ImportError:
-        raise InputError("dpolab.load needs xarray: pip install 'dpolab[data]'") from None
     out = Path(path)
     if (out / "report.json").is_file():
         return _verify(out)
@@ -87,6 +83,23 @@ def _sweep(out: Path, manifest: dict):
     data |= {b: ("point", grid[b][:, 0]) for b in bounds}
     coords = {"point": points, "seed": seeds} | {p: ("point", grid[p][:, 0]) for p in sim.params if p in grid}
     return xr.Dataset(data, coords=coords, attrs=_attrs("sweep", out, manifest, skip=("chunks", "checksums")))
+
+
+def rows(ds) -> dict[str, np.ndarray]:
+    """A sweep Dataset (`load` of a sweep folder) as columns of one row per (point, seed), rows
+    sorted by point, then seed (summary.csv's order): metrics, bounds and grid parameters alike."""
+    n_seeds = ds.sizes["seed"]
+    point, seed = np.meshgrid(ds["point"].values, ds["seed"].values, indexing="ij")
+    out = {"point": point.ravel().astype(float), "seed": seed.ravel().astype(float)}
+    for name in [*ds.coords, *ds.data_vars]:
+        if name in ("point", "seed"):
+            continue
+        var = ds[name]
+        if var.dims == ("point", "seed"):
+            out[name] = var.values.ravel()
+        else:
+            out[name] = np.repeat(var.values, n_seeds)
+    return out
 
 
 def _arrays_as_variables(prefix: str, arrays: dict) -> dict:

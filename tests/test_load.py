@@ -7,6 +7,7 @@ import pyarrow.parquet
 import pytest
 
 import dpolab
+import dpolab.results
 from dpolab.cli import main
 from dpolab.errors import InputError
 from dpolab.sims.sweep.engine import read_summary
@@ -44,6 +45,10 @@ def test_a_sweep_loads_as_points_by_seeds_and_as_a_data_frame(tmp_path, capsys):
     assert sorted(set(ds.K.values)) == [1.0, 2.0] and sorted(set(ds.v.values)) == [0.0, 0.02]
     assert ds.attrs["kind"] == "sweep" and ds.attrs["spec_hash"] and json.loads(ds.attrs["versions"])["jax"]
     assert ds.sel(point=ds.K == 2).sizes["point"] == 2
+    back = dpolab.results.rows(ds)  # what the audit reads: the CSV's rows, in its order, every column
+    assert set(back) == set(csv)
+    for name, column in csv.items():
+        np.testing.assert_array_equal(back[name], column, err_msg=name)
     parquet = pyarrow.parquet.read_table(tmp_path / "s" / "summary.parquet").to_pydict()
     assert set(parquet) == set(csv)
     for name, column in csv.items():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from dpolab.results import load, rows
 from dpolab.sims.config import DataSpec, make_params
 from dpolab.sims.data import concept_vectors, layout, low_rank_spectrum, sample_dataset
 from dpolab.sims.sweep.run import run_spec
@@ -51,7 +52,8 @@ def test_low_rank_spectrum():
 def _sweep(tmp_path, fixed, grid, seeds=2):
     spec = parse_spec({"sweep": {"simulation": "im-li", "seeds": seeds, "chunk_size": 8},
                        "fixed": fixed, "grid": grid})
-    return run_spec(spec, tmp_path / "s", quiet=True).columns
+    run_spec(spec, tmp_path / "s", quiet=True)
+    return rows(load(tmp_path / "s"))
 
 
 def test_unseen_values_sandwich_and_unbalanced(tmp_path):

@@ -121,6 +121,35 @@ def test_an_address_without_a_cluster_is_one_line_and_exit_code_2(spec_path, tmp
             "--address", "auto", "--quiet"]
     assert main(argv) == 2
     assert "address='auto' is not allowed: no Ray cluster answers there" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before the output folder is made
+
+
+def _closed_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+@pytest.mark.parametrize("address, message", [
+    (f"127.0.0.1:{_closed_port()}", "nothing answers at 127.0.0.1:"),
+    (f"ray://127.0.0.1:{_closed_port()}", "nothing answers at 127.0.0.1:"),
+    ("127.0.0.1", "--address must be auto, HOST:PORT or ray://HOST:PORT"),
+    ("head:port", "--address must be auto, HOST:PORT or ray://HOST:PORT"),
+])
+def test_an_unreachable_address_fails_in_seconds_and_writes_nothing(spec_path, tmp_path, capsys, address,
+                                                                     message):
+    # ray.init itself retries such an address for minutes and then ends the process (checked by
+    # hand: 5 min, a half-made folder left behind); the probe answers before any folder is made
+    start = time.perf_counter()
+    argv = ["sweep", str(spec_path), "--out", str(tmp_path / "o"), "--backend", "ray", "--address", address,
+            "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+    assert time.perf_counter() - start < 2 * sweep_ray.PROBE_TIMEOUT_S
 
 
 PIN_AND_HOLD = """

@@ -10,15 +10,14 @@
 - Store: each chunk is a record of `dpolab.store` (`DIR/chunks/NNNNN.npz`, then `NNNNN.json` with
   its sha256, points and wall time, written last): a chunk counts as done only when whole and when
   it holds the points the plan gives it now. `--resume` recomputes every other chunk.
-- Results: `finish` writes `summary.csv` (and `summary.parquet` where pyarrow is installed) and
-  returns the same table as arrays (`SweepResult`).
+- Results: `finish` writes `summary.csv` (and `summary.parquet` where pyarrow is installed);
+  `dpolab.load` reads them back as a labelled Dataset.
 
 The drivers (`run_spec`, the local and Ray backends) are in `dpolab.sims.sweep.run`.
 """
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 from pathlib import Path
 
@@ -111,18 +110,6 @@ def _jitted(name, static):
     return _JITS[key]
 
 
-@dataclasses.dataclass(frozen=True)
-class SweepResult:
-    """A finished sweep: the path of its summary.csv and the same table as arrays.
-
-    `columns`: one array per CSV column (numbers and booleans as float64, empty cells NaN,
-    True/False as 1/0; text columns such as `tokens` as string arrays), as `read_summary` gives.
-    """
-
-    summary: Path
-    columns: dict
-
-
 class SweepStore:
     """The output directory of one sweep (see the module docstring for the layout)."""
 
@@ -156,9 +143,9 @@ class SweepStore:
                     {"chunk": chunk_id, "points": self.plan[chunk_id], "seeds": self.spec.seeds,
                      "wall_s": wall_s})
 
-    def finish(self, wall_s: float) -> SweepResult:
+    def finish(self, wall_s: float) -> Path:
         """Merges every chunk into summary.csv (one row per grid point and seed), only when the
-        verified chunks cover the whole grid."""
+        verified chunks cover the whole grid; returns its path."""
         sim = SIMULATIONS[self.spec.simulation]
         with jax.enable_x64(self.spec.precision == "float64"):  # the values the chunks used
             points = [sim.resolved(p) for p in self.spec.points()]
@@ -189,11 +176,10 @@ class SweepStore:
         writer.writerow(header)
         writer.writerows(body)
         write_atomic(self.out / "summary.csv", buf.getvalue())
-        columns = _columns(header, body)
-        _write_parquet(self.out / "summary.parquet", columns)
+        _write_parquet(self.out / "summary.parquet", _columns(header, body))
         self.manifest.update(status="complete", wall_s=wall_s, checksums=checksums)
         write_manifest(self.out, self.manifest)
-        return SweepResult(self.out / "summary.csv", columns)
+        return self.out / "summary.csv"
 
 
 def _write_parquet(path: Path, columns: dict) -> None:

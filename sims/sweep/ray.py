@@ -14,6 +14,7 @@ when a sweep runs, and imports JAX only inside the tasks (after their environmen
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -144,17 +145,60 @@ def run_ray(spec, store, todo: Iterable[int], *, address: str | None = None,
         return
     import ray
 
-    started = False
-    if not ray.is_initialized():
-        if address is not None:
-            try:
-                ray.init(address=address, logging_level=logging.ERROR)
-            except ConnectionError as err:
-                raise InputError(f"address={address!r} is not allowed: no Ray cluster answers "
-                                 f"there ({err})") from None
-        else:
-            start_local_ray(num_workers or os.cpu_count() or 1)
-        started = True
+    with connected(address, num_workers):
+        _run_tasks(ray, spec, store, todo, on_chunk, num_workers)
+
+
+#: Seconds to wait for a TCP answer at a cluster's HOST:PORT before calling it unreachable.
+PROBE_TIMEOUT_S = 5.0
+
+
+def probe(address: str) -> None:
+    """Fails in seconds, with one line, when nothing answers at a `HOST:PORT` or
+    `ray://HOST:PORT` address (`ray.init` would retry for minutes, then end the process itself).
+    `auto` is left to `ray.init`, which fails at once when it finds no cluster."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"address={address!r} is not allowed: --address must be auto, HOST:PORT or "
+                         "ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as err:
+        raise InputError(f"address={address!r} is not allowed: nothing answers at {host}:{port} "
+                         f"({err.strerror or type(err).__name__})") from None
+
+
+@contextlib.contextmanager
+def connected(address: str | None = None, num_workers: int | None = None):
+    """Ray for the duration of the block: the cluster at `address` (probed first), or a new
+    local instance with `num_workers` CPUs (default: every core). Shut down at the end only if
+    this block started it; Ray already initialised in this process is used as it is."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    if address is not None:
+        probe(address)
+        try:
+            ray.init(address=address, logging_level=logging.ERROR)
+        except ConnectionError as err:
+            raise InputError(f"address={address!r} is not allowed: no Ray cluster answers "
+                             f"there ({err})") from None
+    else:
+        start_local_ray(num_workers or os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _run_tasks(ray, spec, store, todo: list[int], on_chunk, num_workers) -> None:
+    """The task loop of `run_ray`, on a connected Ray."""
     task = ray.remote(compute_chunk_timed).options(
         name=TASK_NAME, num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False,
         runtime_env={"env_vars": dict(WORKER_ENV) | (xla.quiet_loader_env() if xla.enable_cache() else {})})
@@ -185,5 +229,3 @@ def run_ray(spec, store, todo: Iterable[int], *, address: str | None = None,
     finally:
         for ref in in_flight:  # an error or an interrupt: stop the rest on a shared cluster too
             ray.cancel(ref, force=True)
-        if started:
-            ray.shutdown()

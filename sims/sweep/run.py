@@ -6,12 +6,13 @@
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Callable, Iterable
 
 from dpolab.errors import InputError
-from dpolab.sims.sweep.engine import SweepResult, SweepStore, compute_chunk
+from dpolab.sims.sweep.engine import SweepStore, compute_chunk
 from dpolab.sims.sweep.spec import SweepSpec, load_spec
 
 
@@ -35,12 +36,13 @@ def run_sweep(spec_path, out, *, backend="local", address=None, resume=False, fo
     """Runs (or resumes) the sweep of a TOML spec file with `--set` overrides (`overrides`: a list of
     TABLE.KEY=VALUE texts); returns the path of its summary.csv."""
     return run_spec(load_spec(spec_path, overrides), out, backend=backend, address=address, resume=resume,
-                    force=force, quiet=quiet).summary
+                    force=force, quiet=quiet)
 
 
 def run_spec(spec: SweepSpec, out, *, backend="local", address=None, resume=False, force=False,
-             quiet=False) -> SweepResult:
-    """Runs (or resumes) a validated sweep; returns its summary (path and arrays).
+             quiet=False) -> Path:
+    """Runs (or resumes) a validated sweep; returns the path of its summary.csv (`dpolab.load` of
+    `out` reads it as a Dataset).
 
     Everything is validated before any work: the spec (every grid point), the backend name and the
     output directory (never overwritten without `force`; `resume` needs the same spec).
@@ -49,16 +51,23 @@ def run_spec(spec: SweepSpec, out, *, backend="local", address=None, resume=Fals
         raise InputError(f"backend={backend!r} is not allowed: backend must be one of {BACKENDS}")
     if address is not None and backend != "ray":
         raise InputError(f"address={address!r} is not allowed: --address needs --backend ray")
-    store = SweepStore(Path(out), spec, resume=resume, force=force, backend=backend)
-    todo = store.pending()
-    start = time.perf_counter()
-    with progress_bar(len(store.plan), len(store.plan) - len(todo), quiet=quiet) as bar:
-        if backend == "ray":
-            from dpolab.sims.sweep.ray import run_ray
+    if address is not None:  # reach the cluster before the output folder is made
+        from dpolab.sims.sweep.ray import connected
 
-            run_ray(spec, store, todo, address=address, on_chunk=lambda i: bar.update(1))
-        else:
-            run_local(spec, store, todo, on_chunk=lambda i: bar.update(1))
+        session = connected(address)
+    else:
+        session = contextlib.nullcontext()
+    with session:
+        store = SweepStore(Path(out), spec, resume=resume, force=force, backend=backend)
+        todo = store.pending()
+        start = time.perf_counter()
+        with progress_bar(len(store.plan), len(store.plan) - len(todo), quiet=quiet) as bar:
+            if backend == "ray":
+                from dpolab.sims.sweep.ray import run_ray
+
+                run_ray(spec, store, todo, address=address, on_chunk=lambda i: bar.update(1))
+            else:
+                run_local(spec, store, todo, on_chunk=lambda i: bar.update(1))
     missing = store.pending()
     if missing:
         raise RuntimeError(f"chunks {missing} did not complete; rerun with --resume")
