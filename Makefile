@@ -15,7 +15,7 @@ $(BIN)/dpolab: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,distributed,llm,data]'
 	touch $@
 
-.PHONY: verify test bench
+.PHONY: verify test bench gallery
 verify: $(BIN)/dpolab
 	$(BIN)/dpolab verify
 
@@ -25,3 +25,9 @@ test: $(BIN)/dpolab
 
 bench: $(BIN)/dpolab
 	$(BIN)/dpolab bench
+
+# The README's gallery, regenerated from a full repro run drawn with the screen preset at text width
+gallery: $(BIN)/dpolab
+	DPOLAB_PERSONA_DIR="$${DPOLAB_PERSONA_DIR:-$(PERSONA_DIR)}" DPOLAB_HH_PATH="$${DPOLAB_HH_PATH:-$(HH_PATH)}" \
+	$(BIN)/dpolab repro --out build/repro --resume --style screen --width text
+	$(BIN)/python -m dpolab.paper_repro.gallery build/repro docs/gallery
