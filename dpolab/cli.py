@@ -234,6 +234,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="the benchmark suite (default im-li)")
     c.add_argument("--quick", action="store_true", help="a tiny configuration (timings mean little)")
     c.add_argument("--json", action="store_true", help="print the result as JSON")
+    c.add_argument("--out", metavar="DIR", help="also write bench.json and bench.md (the table) there")
+    c.add_argument("--force", action="store_true", help="replace an earlier bench run in --out")
 
     st = sub.add_parser("selftest", help="the mutation harness: does every check go red when the "
                         "formula or simulator it guards is broken? (needs a source checkout)")
@@ -378,8 +380,28 @@ def _bench(args) -> int:
     from dpolab.bench import run_suite
     from dpolab.bench.harness import format_table
 
+    out = None
+    if args.out is not None:  # checked before the benchmark runs
+        from pathlib import Path
+
+        from dpolab.store import environment, prepare_out
+
+        out = Path(args.out)
+        manifest = prepare_out(out, "bench", force=args.force, resume=False, resumable=False,
+                               key={"suite": args.suite, "quick": args.quick})
+    elif args.force:
+        raise InputError("force=True is not allowed: --force needs --out")
     result = run_suite(args.suite, quick=args.quick)
-    print(json.dumps(result, indent=1, default=float) if args.json else format_table(result))
+    text, table = json.dumps(result, indent=1, default=float), format_table(result)
+    print(text if args.json else table)
+    if out is not None:
+        from dpolab.store import write_atomic, write_manifest
+
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "bench.json", text + "\n")
+        write_atomic(out / "bench.md", table + "\n")
+        write_manifest(out, manifest | environment())
+        print(f"bench: {out}", file=sys.stderr)
     return 0
 
 

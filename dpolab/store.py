@@ -121,6 +121,7 @@ OUTPUTS = {
     "audit": _ITEMS + ("audit.md",),
     "llm-train": ("summary.csv", "K*_seed*.npz"),
     "llm-diagnose": ("diagnose.json", "cosines.npz"),
+    "bench": ("bench.json", "bench.md"),
 }
 _ALWAYS = ("manifest.json", "*.tmp", "*.tmp-*")  # every kind: its manifest, a write cut short
 

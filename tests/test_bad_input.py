@@ -122,7 +122,9 @@ CASES = [
         ["--quick", "--resume", "--out", "r"], ["--quick", "--out", "a_file"],
         ["--quick", "--out", "foreign", "--force"], ["--quick", "--out", "sweep_run", "--force"]]],
     # ---- bench / selftest ----
-    ["bench", "--suite", "x"], ["bench", "--suite", "IM-LI"], ["bench", "--fast"],
+    ["bench", "--suite", "x"], ["bench", "--suite", "IM-LI"], ["bench", "--fast"], ["bench", "--quick", "--force"],
+    ["bench", "--quick", "--out", "a_file"], ["bench", "--quick", "--out", "foreign", "--force"],
+    ["bench", "--quick", "--out", "sweep_run"],
     ["selftest", "--only", "no-such-mutant"], ["selftest", "--jobs", "0"], ["selftest", "--jobs", "-1"],
     ["selftest", "--jobs", "x"],
 ]

@@ -286,3 +286,21 @@ def test_rdpo_bench_config_is_validated():
     with pytest.raises(ValueError, match="B"):
         rdpo_bench.RdpoBench(B=0.0)
     assert "rdpo" in bench.SUITES
+
+
+def test_bench_out_writes_the_json_and_the_table_and_never_overwrites(tmp_path, capsys):
+    from dpolab.cli import main
+
+    out = tmp_path / "b"
+    assert main(["bench", "--suite", "rdpo", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    stored = json.loads((out / "bench.json").read_text())
+    assert stored["suite"] == "rdpo" and (out / "bench.md").read_text().strip() == printed.strip()
+    assert json.loads((out / "manifest.json").read_text())["kind"] == "bench"
+    assert main(["bench", "--suite", "rdpo", "--quick", "--out", str(out)]) == 2  # refused before running
+    assert "--force replaces it" in capsys.readouterr().err
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("a user's file")
+    assert main(["bench", "--suite", "rdpo", "--quick", "--out", str(tmp_path / "mine"), "--force"]) == 2
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "a user's file"
+    assert main(["bench", "--suite", "rdpo", "--quick", "--force"]) == 2
