@@ -236,6 +236,12 @@ MUTANTS: tuple[Mutant, ...] = (
     M("bandit.pair-difference", "sims/bandit.py", "    diff = phi_a - phi_b\n",
       "    diff = (phi_a - phi_b).at[:, 0].set(0.0)\n", "pairs lose one feature coordinate (d − 1 identified)",
       ("rdpo/rate-d",), (_B + "::" + _BT,)),
+    M("rdpo.margin-bound-half", "theory/rdpo.py", "return c_margin * beta * L * B",
+      "return c_margin * beta * L * B / 2", "the reachable margin m = 2βLB (‖θ − θ_0‖ ≤ B, not 2B)",
+      ("rdpo/gamma-curvature",), (_R + "::test_gamma_is_the_sharp_curvature_floor_on_the_ball",)),
+    M("rdpo.gamma-drop-exp", "theory/rdpo.py", "return (scipy.special.expit(m) * scipy.special.expit(-m))[()]",
+      "return (1.0 / (2.0 + np.exp(-m)))[()]", "γ = 1/(2 + e^{−m}): the e^{m} term dropped",
+      ("rdpo/gamma-curvature",), (_R + "::test_gamma_is_the_sharp_curvature_floor_on_the_ball",)),
     # ---- theory/mixture.py and theory/ranking.py -------------------------------------------------
     M("mixture.subgroup-bound-2", "theory/mixture.py", "return float(2.0 * _offdiag_mean(var))",
       "return float(1.0 * _offdiag_mean(var))", "the subgroup lower bound halved",
