@@ -242,6 +242,9 @@ MUTANTS: tuple[Mutant, ...] = (
     M("rdpo.gamma-drop-exp", "theory/rdpo.py", "return (scipy.special.expit(m) * scipy.special.expit(-m))[()]",
       "return (1.0 / (2.0 + np.exp(-m)))[()]", "γ = 1/(2 + e^{−m}): the e^{m} term dropped",
       ("rdpo/gamma-curvature",), (_R + "::test_gamma_is_the_sharp_curvature_floor_on_the_ball",)),
+    M("rdpo.ridge-sqrt", "theory/rdpo.py", "return (C_prime * np.sqrt(_f64(lam)) * B)[()]",
+      "return (C_prime * _f64(lam) * B)[()]", "the bound's λ-part C′λB for C′√λB",
+      ("rdpo/ridge-term",), (_R + "::test_ridge_term_is_the_lambda_part_and_c_prime_2_always_suffices",)),
     # ---- theory/mixture.py and theory/ranking.py -------------------------------------------------
     M("mixture.subgroup-bound-2", "theory/mixture.py", "return float(2.0 * _offdiag_mean(var))",
       "return float(1.0 * _offdiag_mean(var))", "the subgroup lower bound halved",
