@@ -33,6 +33,7 @@ _B = "tests/test_bandit.py"
 _R = "tests/test_rdpo_theory.py"
 _M = "tests/test_mixture_theory.py"
 _K = "tests/test_ranking_theory.py"
+_F = "tests/test_ranking_flips.py"
 _BT = "test_labels_follow_bradley_terry_and_the_optimum_is_theta0_plus_omega_over_beta"
 _HELD = "test_held_out_margins_time_axis_and_the_recursion_in_plain_numpy"
 
@@ -261,12 +262,21 @@ MUTANTS: tuple[Mutant, ...] = (
       ("ranking/thm3.1-optimum",), (_K + "::test_golden_values",)),
     M("ranking.loss-threshold-gamma", "theory/ranking.py", "return _softplus(-(beta * (gamma * _f64(c))))",
       "return _softplus(-(beta * _f64(c)))", "the ranking loss threshold ignores γ",
-      ("ranking/thm4.1-equivalence",), (_K + "::test_golden_values",)),
+      ("ranking/thm4.1-equivalence", "ranking/gamma-flips"), (_K + "::test_golden_values",)),
     M("ranking.idealized-threshold", "theory/ranking.py",
       "return optimal_log_ratio(log_ref_ratio, alpha, beta=beta, unanimous=unanimous) > 0.0",
       "return optimal_log_ratio(log_ref_ratio, alpha, beta=beta, unanimous=unanimous) > 0.1",
       "the idealized model ranks a pair right only past a margin 0.1", ("ranking/soft-label-fit",),
       (_K + "::test_idealized_ranking_accuracy_and_unanimous_clamp",)),
+    # ---- sims/ranking_flips.py: DPO^γ training from the reference ---------------------------------
+    M("flips.gamma-ignored", "sims/ranking_flips.py",
+      "return params.beta * (log_ratio(theta, pairs) - params.gamma * r_ref)",
+      "return params.beta * (log_ratio(theta, pairs) - r_ref)", "DPO^γ trains as DPO whatever γ",
+      ("ranking/gamma-flips",), (_F + "::test_training_matches_a_plain_numpy_loop",)),
+    M("flips.hard-labels", "sims/ranking_flips.py",
+      "jnp.mean(pairs.alpha * logistic_loss(z) + (1 - pairs.alpha) * logistic_loss(-z))",
+      "jnp.mean(logistic_loss(z))", "vote shares α ignored: every pair trained as unanimous, unclamped",
+      ("ranking/gamma-flips",), (_F + "::test_training_matches_a_plain_numpy_loop",)),
     # ---- sims/sweep: the sweep engine's Theorem 4.2 metrics ---------------------------------------
     M("sweep.sandwich-lower", "sims/sweep/simulations.py",
       "inside = (traj.margins >= im_li.R_LOWER * rate) & (traj.margins <= im_li.R_UPPER * rate)",
