@@ -33,6 +33,7 @@ _B = "tests/test_bandit.py"
 _R = "tests/test_rdpo_theory.py"
 _M = "tests/test_mixture_theory.py"
 _K = "tests/test_ranking_theory.py"
+_F = "tests/test_ranking_flips.py"
 _BT = "test_labels_follow_bradley_terry_and_the_optimum_is_theta0_plus_omega_over_beta"
 _HELD = "test_held_out_margins_time_axis_and_the_recursion_in_plain_numpy"
 
@@ -236,6 +237,15 @@ MUTANTS: tuple[Mutant, ...] = (
     M("bandit.pair-difference", "sims/bandit.py", "    diff = phi_a - phi_b\n",
       "    diff = (phi_a - phi_b).at[:, 0].set(0.0)\n", "pairs lose one feature coordinate (d − 1 identified)",
       ("rdpo/rate-d",), (_B + "::" + _BT,)),
+    M("rdpo.margin-bound-half", "theory/rdpo.py", "return c_margin * beta * L * B",
+      "return c_margin * beta * L * B / 2", "the reachable margin m = 2βLB (‖θ − θ_0‖ ≤ B, not 2B)",
+      ("rdpo/gamma-curvature",), (_R + "::test_gamma_is_the_sharp_curvature_floor_on_the_ball",)),
+    M("rdpo.gamma-drop-exp", "theory/rdpo.py", "return (scipy.special.expit(m) * scipy.special.expit(-m))[()]",
+      "return (1.0 / (2.0 + np.exp(-m)))[()]", "γ = 1/(2 + e^{−m}): the e^{m} term dropped",
+      ("rdpo/gamma-curvature",), (_R + "::test_gamma_is_the_sharp_curvature_floor_on_the_ball",)),
+    M("rdpo.ridge-sqrt", "theory/rdpo.py", "return (C_prime * np.sqrt(_f64(lam)) * B)[()]",
+      "return (C_prime * _f64(lam) * B)[()]", "the bound's λ-part C′λB for C′√λB",
+      ("rdpo/ridge-term",), (_R + "::test_ridge_term_is_the_lambda_part_and_c_prime_2_always_suffices",)),
     # ---- theory/mixture.py and theory/ranking.py -------------------------------------------------
     M("mixture.subgroup-bound-2", "theory/mixture.py", "return float(2.0 * _offdiag_mean(var))",
       "return float(1.0 * _offdiag_mean(var))", "the subgroup lower bound halved",
@@ -252,12 +262,21 @@ MUTANTS: tuple[Mutant, ...] = (
       ("ranking/thm3.1-optimum",), (_K + "::test_golden_values",)),
     M("ranking.loss-threshold-gamma", "theory/ranking.py", "return _softplus(-(beta * (gamma * _f64(c))))",
       "return _softplus(-(beta * _f64(c)))", "the ranking loss threshold ignores γ",
-      ("ranking/thm4.1-equivalence",), (_K + "::test_golden_values",)),
+      ("ranking/thm4.1-equivalence", "ranking/gamma-flips"), (_K + "::test_golden_values",)),
     M("ranking.idealized-threshold", "theory/ranking.py",
       "return optimal_log_ratio(log_ref_ratio, alpha, beta=beta, unanimous=unanimous) > 0.0",
       "return optimal_log_ratio(log_ref_ratio, alpha, beta=beta, unanimous=unanimous) > 0.1",
       "the idealized model ranks a pair right only past a margin 0.1", ("ranking/soft-label-fit",),
       (_K + "::test_idealized_ranking_accuracy_and_unanimous_clamp",)),
+    # ---- sims/ranking_flips.py: DPO^γ training from the reference ---------------------------------
+    M("flips.gamma-ignored", "sims/ranking_flips.py",
+      "return params.beta * (log_ratio(theta, pairs) - params.gamma * r_ref)",
+      "return params.beta * (log_ratio(theta, pairs) - r_ref)", "DPO^γ trains as DPO whatever γ",
+      ("ranking/gamma-flips",), (_F + "::test_training_matches_a_plain_numpy_loop",)),
+    M("flips.hard-labels", "sims/ranking_flips.py",
+      "jnp.mean(pairs.alpha * logistic_loss(z) + (1 - pairs.alpha) * logistic_loss(-z))",
+      "jnp.mean(logistic_loss(z))", "vote shares α ignored: every pair trained as unanimous, unclamped",
+      ("ranking/gamma-flips",), (_F + "::test_training_matches_a_plain_numpy_loop",)),
     # ---- sims/sweep: the sweep engine's Theorem 4.2 metrics ---------------------------------------
     M("sweep.sandwich-lower", "sims/sweep/simulations.py",
       "inside = (traj.margins >= im_li.R_LOWER * rate) & (traj.margins <= im_li.R_UPPER * rate)",

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"dpolab": "dpolab", "dpolab.theory": "theory", "dpolab.sims": "sims", "dpolab.checks": "checks",
            "dpolab.figures": "figures", "dpolab.audit": "audit", "dpolab.bench": "bench",
            "dpolab.paper_repro": "paper_repro"}
-SIMS_CORE = ("config", "data", "blocks", "train", "reference", "multi_token", "bandit", "preference_mixture", "risk")
+SIMS_CORE = ("config", "data", "blocks", "train", "reference", "multi_token", "bandit", "preference_mixture", "risk",
+             "ranking_flips")
 
 
 def _modules() -> dict[str, Path]:

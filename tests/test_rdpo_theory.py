@@ -302,3 +302,62 @@ def test_bounds_summary_errors(field, value):
     with pytest.raises(ValueError, match=field) as info:
         R.bounds_summary(**{**BASE, field: value})
     assert str(value) in str(info.value)
+
+
+# ---- γ as the curvature floor on Θ_B, and the λ-part of the bound --------------------------
+
+def _dpo_hessian(x, theta, theta0, beta):
+    """β² mean_i σ(z_i)σ(−z_i) x_i x_iᵀ in plain numpy: the curvature of ℓ and of ℓ̂_ε alike."""
+    z = beta * x @ (theta - theta0)
+    return beta**2 * (x.T * (1 / (2 + np.exp(z) + np.exp(-z)))) @ x / len(x)
+
+
+def _sphere(rng, k, d, radius):
+    v = rng.normal(size=(k, d))
+    return radius * v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("beta, L, B", [(0.5, 1.0, 2.0), (2.0, 0.5, 0.75)])
+def test_gamma_is_the_sharp_curvature_floor_on_the_ball(beta, L, B):
+    """λ_min(H, β²Σ̂) ≥ γ for θ, θ_0 on ∂Θ_B and ‖φ‖ = L, and = γ at θ = B u = −θ_0, x = ±2L u."""
+    from scipy.linalg import eigh
+
+    gam = float(R.gamma(margin_bound=R.margin_bound(beta=beta, L=L, B=B)))
+    assert gam == pytest.approx(1 / (2 + math.exp(-4 * beta * L * B) + math.exp(4 * beta * L * B)), rel=1e-14)
+    rng = np.random.default_rng(7)
+    d, n, worst = 3, 300, np.inf
+    for _ in range(100):
+        x = _sphere(rng, n, d, L) - _sphere(rng, n, d, L)
+        theta = _sphere(rng, 1, d, B)[0]
+        theta0 = -theta if _ % 2 else _sphere(rng, 1, d, B)[0]
+        worst = min(worst, eigh(_dpo_hessian(x, theta, theta0, beta), beta**2 * x.T @ x / n, eigvals_only=True)[0])
+    assert worst >= gam * (1 - 1e-10)
+    u = np.eye(d)[0]
+    x = np.concatenate([np.outer(rng.choice([-2 * L, 2 * L], 40), u),
+                        np.column_stack([np.zeros(n), _sphere(rng, n, d - 1, L) - _sphere(rng, n, d - 1, L)])])
+    sigma = beta**2 * x.T @ x / len(x)
+    floor = [eigh(_dpo_hessian(x, t * B * u, -t * B * u, beta), sigma, eigvals_only=True)[0] for t in (0.5, 0.9, 1.0)]
+    assert floor[0] > floor[1] > floor[2] == pytest.approx(gam, rel=1e-10)  # approached as |z| → m
+
+
+def test_ridge_term_is_the_lambda_part_and_c_prime_2_always_suffices():
+    assert float(R.ridge_term(lam=0.04, B=1.5, C_prime=2.0)) == pytest.approx(0.6, rel=1e-15)
+    kw = dict(n=500, d=3, eps=0.1, beta=0.5, L=1.0, B=1.5, delta=0.05)
+    for lam in (1e-3, 0.3, 7.0):
+        diff = R.estimation_bound(lam=lam, C_prime=0.7, **kw) - R.estimation_bound(**kw)
+        assert float(diff) == pytest.approx(0.7 * math.sqrt(lam) * 1.5, rel=1e-10)
+    # ‖Δ‖_{Σ+λI} ≤ ‖Δ‖_Σ + √λ‖Δ‖ ≤ ‖Δ‖_Σ + ridge_term(C′ = 2) whenever ‖Δ‖ ≤ 2B ...
+    rng = np.random.default_rng(8)
+    a = rng.normal(size=(3, 3))
+    sigma, B = a @ a.T, 1.5
+    for delta in _sphere(rng, 500, 3, 2 * B) * rng.random((500, 1)):
+        for lam in (0.01, 1.0, 100.0):
+            full = math.sqrt(delta @ sigma @ delta + lam * delta @ delta)
+            assert full**2 == pytest.approx(delta @ sigma @ delta + lam * delta @ delta, rel=1e-14)
+            assert full <= math.sqrt(delta @ sigma @ delta) + float(R.ridge_term(lam=lam, B=B, C_prime=2.0)) + 1e-12
+    # ... and C′ = 2 is the least: Δ = 2B along a null direction of Σ makes it an equality
+    v = np.linalg.eigh(sigma)[1][:, 0]
+    flat = sigma - np.linalg.eigh(sigma)[0][0] * np.outer(v, v)
+    delta = 2 * B * v
+    assert math.sqrt(delta @ flat @ delta + 4.0 * delta @ delta) == pytest.approx(
+        float(R.ridge_term(lam=4.0, B=B, C_prime=2.0)), rel=1e-12)

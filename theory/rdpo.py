@@ -234,11 +234,27 @@ def estimation_bound(*, n, d, eps, beta, L, B, delta, lam=0.0, C=1.0, C_prime=1.
         [rDPO] (estimation-error theorem; shape only); THEORY §2.3.
     """
     _positive(C=C)
-    _check("lam", lam, lambda v: v >= 0, ">= 0")
-    _check("C_prime", C_prime, lambda v: v >= 0, ">= 0")
     g = gamma(margin_bound=margin_bound(beta=beta, L=L, B=B, c_margin=c_margin))
     out = C * noise_factor(eps) / (g * beta) * rate(n=n, d=d, delta=delta)
-    return (out + C_prime * np.sqrt(_f64(lam)) * B)[()]
+    return (out + ridge_term(lam=lam, B=B, C_prime=C_prime))[()]
+
+
+def ridge_term(*, lam, B, C_prime=1.0):
+    """The λ-part C′√λ·B of :func:`estimation_bound` (reconstructed; C′ not verified).
+
+    For the Θ_B-constrained fit λ enters only through the norm: ‖Δ‖²_{Σ̂+λI} = ‖Δ‖²_Σ̂ + λ‖Δ‖² with
+    ‖Δ‖ = ‖θ̂ − θ*‖ ≤ 2B, so C′ = 2 always suffices on top of the λ = 0 bound.
+
+    Args:
+        lam: ridge λ ≥ 0 (may be an array). B: ball radius (> 0). C_prime: C′ ≥ 0.
+
+    References:
+        [rDPO] (estimation-error theorem; shape only); THEORY §2.3.
+    """
+    _check("lam", lam, lambda v: v >= 0, ">= 0")
+    _check("C_prime", C_prime, lambda v: v >= 0, ">= 0")
+    _positive(B=B)
+    return (C_prime * np.sqrt(_f64(lam)) * B)[()]
 
 
 def suboptimality_gap_bound(*, kappa, **estimation_kwargs):
