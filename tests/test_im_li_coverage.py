@@ -1,9 +1,13 @@
 """Issue #12 (Im & Li side): Lemma B.1's ε, band and Gram means, the exact tails of the Gram entries,
-the exact Gaussian risk of a trained head. Each test is the test-side killer of a mutant in `dpolab.mutants`."""
+the exact Gaussian risk of a trained head, concepts at cosine ρ (value entanglement), and multi-token
+margins' dependence on W_0. Each test is the test-side killer of a mutant in `dpolab.mutants`."""
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import stats
 
+from dpolab.sims.config import DataSpec
 from dpolab.theory import im_li as IL
 
 
@@ -53,3 +57,37 @@ def test_log_gaussian_risk_golden():
     x = 1.5 / (1e-3 * np.sqrt(5))
     asymptotic = -x**2 / 2 - np.log(x * np.sqrt(2 * np.pi)) - 1 / x**2 - np.log(2)
     assert log_gaussian_risk(delta_w, c, [0], beta=beta, lb=lb, v=1e-3) == pytest.approx(asymptotic, rel=1e-12)
+
+
+def test_concept_cos_gives_unit_vectors_at_pairwise_cosine_rho():
+    from dpolab.sims.data import concept_vectors
+
+    rho = 0.3
+    c = np.asarray(concept_vectors(jax.random.key(2), DataSpec(K=3, d=8), 0.0, rho))
+    np.testing.assert_allclose(c @ c.T, np.full((3, 3), rho) + (1 - rho) * np.eye(3), atol=1e-15)
+    assert np.all(c[:, 0] == 0)
+
+
+def test_multi_token_margins_depend_on_w0_single_token_do_not():
+    """Same ΔW, two references: the multi-token margins differ by the log-partition terms (plain numpy),
+    the single-token ones (one state for chosen and rejected) do not."""
+    from scipy.special import logsumexp
+
+    from dpolab.sims.multi_token import random_problem
+
+    p = random_problem(jax.random.key(0))
+    w0b = p.w0 + jax.random.normal(jax.random.key(1), p.w0.shape)
+    q = p._replace(w=w0b + p.w - p.w0, w0=w0b)
+    g = np.asarray(p.contexts)
+
+    def lse_change(w, w0):  # Σ_j [ΔLSE(chosen state) − ΔLSE(rejected state)]
+        change = logsumexp(g @ np.asarray(w).T, axis=-1) - logsumexp(g @ np.asarray(w0).T, axis=-1)
+        return change[..., 0].sum(-1) - change[..., 1].sum(-1)
+
+    predicted = -p.beta * (lse_change(p.w, p.w0) - lse_change(q.w, q.w0))
+    measured = np.asarray(p.margins(p.w) - q.margins(q.w))
+    np.testing.assert_allclose(measured, predicted, rtol=1e-12, atol=1e-13)
+    assert np.min(np.abs(predicted)) > 0.05
+    single = p._replace(contexts=jnp.repeat(p.contexts[:, :1, :1], 2, axis=2), tokens=p.tokens[:, :1])
+    other = single._replace(w=q.w, w0=q.w0)
+    np.testing.assert_allclose(single.margins(single.w), other.margins(other.w), rtol=0, atol=1e-13)
