@@ -287,3 +287,37 @@ MUTANTS: tuple[Mutant, ...] = (
       "w_lo, w_hi = 0.0, im_li.LOG3", "the sweep's window [0, log 3] for Theorem 4.2's [log3/40, log3]",
       ("im-li/sweep-metrics",), ("tests/test_sweep_params.py::test_in_window_is_theorem_42s_window",)),
 )
+
+# ---- issue #12, Im & Li side: Lemma B.1, Appendix C's bound, entanglement, multi-token W_0 --------
+_COV = "tests/test_im_li_coverage.py"
+MUTANTS += (
+    M("im_li.concentration_eps-16-to-12", "theory/im_li.py",
+      "return (1.0 / (16.0 * _f64(v) * (_f64(Z) + 2.0)))[()]", "return (1.0 / (12.0 * _f64(v) * (_f64(Z) + 2.0)))[()]",
+      "Lemma B.1's ε = 1/(12v(Z+2)): the Gram band a third wider (and the refined bounds smaller)",
+      ("im-li/lemma-b1-gram-band",), (_COV + "::test_lemma_b1_eps_band_and_means_golden",)),
+    M("im_li.gram_mean-diagonal", "theory/im_li.py",
+      "return lb**2 + sign[:, None] * sign[None, :] * same + d * v**2 * np.eye(value.size)",
+      "return lb**2 + sign[:, None] * sign[None, :] * same", "the Gram diagonal's mean without dv²",
+      ("im-li/lemma-b1-gram-band",), (_COV + "::test_lemma_b1_eps_band_and_means_golden",)),
+    M("reference.gram-tails-band", "sims/reference.py", "u = 1.0 / (8.0 * (Z + 2.0))", "u = 1.0 / (8.0 * (Z + 1.0))",
+      "the reference's exact Gram tails at the band 1/(8(Z+1))", ("im-li/lemma-b1-gram-band",),
+      (_COV + "::test_gram_entry_tails_match_numpy_monte_carlo",)),
+    M("risk.log_gaussian-sigma", "sims/risk.py", "sigma = beta * v * np.linalg.norm(diff, axis=1)",
+      "sigma = beta * np.linalg.norm(diff, axis=1)", "the exact Gaussian risk's margin sd without the noise scale v",
+      ("im-li/c6-refined-bound", "im-li/risk-functional"), (_COV + "::test_log_gaussian_risk_golden",)),
+    M("data.shared-direction", "sims/data.py",
+      "return jnp.sqrt(1.0 - concept_cos) * c + jnp.sqrt(concept_cos) * shared",
+      "return jnp.sqrt(1.0 - concept_cos) * c + concept_cos * shared",
+      "concepts at cosine ρ² (and norm < 1) for ρ: values that share tokens interfere by the wrong amount",
+      ("im-li/entanglement",), (_COV + "::test_concept_cos_gives_unit_vectors_at_pairwise_cosine_rho",)),
+    M("dynamics.multi_token-cross-sign", "theory/im_li_dynamics.py",
+      "- s_star[tokens][..., None] + (s_ctx @ s_star)[..., None])",
+      "- s_star[tokens][..., None] - (s_ctx @ s_star)[..., None])",
+      "the multi-token velocity's S(Wg*)ᵀS(Wg) term with the wrong sign", ("im-li/multi-token-formula",),
+      (_IL + "::test_multi_token_reward_velocity_matches_autodiff",)),
+    M("multi_token.no-log-partition", "sims/multi_token.py",
+      "logp = lambda m: jnp.take_along_axis(jax.nn.log_softmax(g @ m.T, axis=-1),",
+      "logp = lambda m: jnp.take_along_axis(g @ m.T,",
+      "token rewards from logits without the log-partition: multi-token margins stop depending on W_0",
+      ("im-li/multi-token-w0",), (_COV + "::test_multi_token_margins_depend_on_w0_single_token_do_not",)),
+)

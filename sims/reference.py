@@ -110,3 +110,51 @@ def gradient_flow(c_train, t_eval, *, beta, tau=1.0, loss="dpo", eps=0.0, rtol=1
     if not sol.success:
         raise RuntimeError(f"gradient flow integration failed: {sol.message}")
     return sol.y.T
+
+
+#: Kinds of Gram entries g_iᵀg_j of the data model (THEORY §1.3) whose law `gram_entry_tails` knows.
+GRAM_KINDS = ("diagonal", "same-cluster", "opposite-cluster", "other-value")
+
+
+def gram_entry_tails(kind, *, v, d, lb, Z):
+    """Exact (P(dev > u), P(dev < −u)) of one Gram entry's deviation from its mean, u = 2εv.
+
+    Written from THEORY §1.3 alone (it calls nothing in `dpolab.theory`): g = μ + vξ,
+    ξ ~ N(0, I_d), μ = l_b e_1 ± c_k with orthonormal c_k ⟂ e_1, so ‖μ‖² = l_b² + 1 and
+    μ_iᵀμ_j = l_b² + 1 (same cluster), l_b² − 1 (the value's other cluster), l_b² (another value);
+    ε = 1/(16v(Z+2)), so u = 1/(8(Z+2)).
+    - diagonal: ‖g‖²/v² is non-central χ²_d(‖μ‖²/v²); dev = ‖g‖² − ‖μ‖² − dv².
+    - i ≠ j (independent ξ_i, ξ_j): given g_i, g_iᵀg_j ~ N(g_iᵀμ_j, v²‖g_i‖²). With b = μ_j,
+      z = b̂ᵀξ_i ~ N(0, 1), a = μ_i = a₁b̂ + a_⊥: dev | z, Y ~ N(v‖b‖z, v²((a₁ + vz)² + v²Y)),
+      Y = ‖a_⊥/v + ξ_⊥‖² ~ non-central χ²_{d−1}(‖a_⊥‖²/v²) independent of z. The two-dimensional
+      expectation is Gauss–Hermite in z (120 nodes) and the trapezoid rule over Y's density on its
+      [1e-15, 1 − 1e-15] quantile range (8001 points); both errors are < 1e-9 here.
+
+    Returns: (upper, lower) tail probabilities, floats.
+    """
+    from scipy import stats
+    from scipy.special import ndtr
+
+    if kind not in GRAM_KINDS:
+        raise ValueError(f"kind={kind!r} is not allowed: kind must be one of {GRAM_KINDS}")
+    u = 1.0 / (8.0 * (Z + 2.0))
+    norm2 = lb**2 + 1.0
+    if kind == "diagonal":
+        law = stats.ncx2(d, norm2 / v**2)
+        mean = norm2 + d * v**2
+        return float(law.sf((mean + u) / v**2)), float(law.cdf((mean - u) / v**2))
+    inner = {"same-cluster": lb**2 + 1.0, "opposite-cluster": lb**2 - 1.0, "other-value": lb**2}[kind]
+    a1 = inner / np.sqrt(norm2)
+    perp2 = max(norm2 - a1**2, 0.0)
+    law = stats.ncx2(d - 1, perp2 / v**2) if perp2 > 0 else stats.chi2(d - 1)
+    y = np.linspace(law.ppf(1e-15), law.isf(1e-15), 8001)
+    wy = law.pdf(y)
+    z, wz = np.polynomial.hermite_e.hermegauss(120)
+    wz = wz / np.sqrt(2 * np.pi)
+    m = v * np.sqrt(norm2) * z[:, None]
+    s = v * np.sqrt((a1 + v * z[:, None]) ** 2 + v**2 * y[None, :])
+    tails = []
+    for side in (ndtr((m - u) / s), ndtr((-u - m) / s)):
+        over_y = np.trapezoid(side * wy[None, :], y, axis=1) / np.trapezoid(wy, y)
+        tails.append(float(wz @ over_y))
+    return tuple(tails)

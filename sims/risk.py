@@ -87,3 +87,24 @@ def monte_carlo_risk(key, spec, params, delta_w, *, n_samples: int,
     errors = sum(int(count(key, params, delta_w, 2 + b)) for b in range(batches))
     n = batches * 2 * spec.K * per_cluster
     return errors / n, clopper_pearson(errors, n, level), n
+
+
+def log_gaussian_risk(delta_w, concepts, pair_of_value, *, beta, lb, v):
+    """log R(P), exact, of a trained head on isotropic Gaussian clusters (THEORY §1.3, §1.5).
+
+    A fresh sample of cluster (k, s) has margin r = β s D_p·(l_b e_1 + s c_k + v ξ), D_p the trained
+    row difference of its value's pair p, so r ~ N(β(s l_b D_p[0] + D_p·c_k), β²v²‖D_p‖²) and
+    R(P) = (1/2K) Σ_{k,s} Φ(−μ/σ), in log form (log_ndtr) so that risks far below float64's range
+    stay comparable.
+
+    Args:
+      delta_w: (2P, d) trained used rows. concepts: (K, d) concept vectors. pair_of_value: (K,) int
+      pair index of each value. beta, lb, v: the mixture (v > 0).
+    Returns:
+      float log R(P).
+    """
+    delta_w, c = np.asarray(delta_w, dtype=np.float64), np.asarray(concepts, dtype=np.float64)
+    diff = (delta_w[0::2] - delta_w[1::2])[np.asarray(pair_of_value)]  # (K, d): D_p of each value
+    sigma = beta * v * np.linalg.norm(diff, axis=1)
+    terms = [special.log_ndtr(-beta * (s * lb * diff[:, 0] + np.sum(diff * c, axis=1)) / sigma) for s in (1.0, -1.0)]
+    return float(special.logsumexp(np.concatenate(terms)) - math.log(2 * c.shape[0]))

@@ -139,6 +139,44 @@ def _proxy_const(lb, Z, delta_orthogonal):
     return 1.0 + lb**2 + (2.5 if delta_orthogonal else 2.0) / (16.0 * (Z + 2.0))
 
 
+def concentration_eps(*, v, Z=1):
+    """eps = 1/(16 v (Z+2)) of Lemma B.1, Theorem 4.3's refined bound and Appendix C (v > 0).
+
+    References:
+        [IL] Lemma B.1 (Gram concentration), Theorem 4.3 proof, Appendix C; THEORY.md §1.5.
+    """
+    _positive(v=v)
+    return (1.0 / (16.0 * _f64(v) * (_f64(Z) + 2.0)))[()]
+
+
+def gram_band(*, v, Z=1):
+    """Half-width 2 eps v = 1/(8 (Z+2)) of Lemma B.1's band around the Gram means (independent of v).
+
+    References:
+        [IL] Lemma B.1 (RECONSTRUCTED: the band |g_i^T g_j - E g_i^T g_j| <= 2 eps v is what the
+        Theorem 4.2/4.3 proofs use; its two halves are the mu-noise and the noise-feature parts).
+    """
+    return (2.0 * concentration_eps(v=v, Z=Z) * _f64(v))[()]
+
+
+def gram_mean(value, sign, *, lb, v, d):
+    """(N, N) exact means E g_i^T g_j of the data model (THEORY §1.3, orthogonal unit concepts).
+
+    g_i = lb e_1 + s_i c_{k_i} + v xi_i with independent xi_i ~ N(0, I_d), so for i != j
+    E g_i^T g_j = mu_i^T mu_j = lb^2 + s_i s_j 1[k_i = k_j] (lb^2 + 1 same cluster, lb^2 - 1 the
+    value's other cluster, lb^2 another value), and E ||g_i||^2 = lb^2 + 1 + d v^2.
+
+    Args:
+        value: (N,) int value index k_i. sign: (N,) +-1 cluster sign s_i. lb, v, d: data model.
+
+    References:
+        [IL] Lemma B.1 (the means the Gram entries concentrate around).
+    """
+    value, sign = np.asarray(value), _f64(sign)
+    same = (value[:, None] == value[None, :]).astype(np.float64)
+    return lb**2 + sign[:, None] * sign[None, :] * same + d * v**2 * np.eye(value.size)
+
+
 def bound_refined(*, K, Q, d, v, lb, Z=1, delta_orthogonal=False):
     """Refined Theorem 4.3 bound, RECONSTRUCTED FROM THE APPENDIX PROOF (not printed as such).
 
@@ -154,7 +192,7 @@ def bound_refined(*, K, Q, d, v, lb, Z=1, delta_orthogonal=False):
         raise InputError(f"v must be >= 0, got {v!r}")
     pos = v > 0
     vs = np.where(pos, v, 1.0)
-    eps = 1.0 / (16.0 * vs * (Z + 2.0))
+    eps = concentration_eps(v=vs, Z=Z)
     proxy = _proxy_const(lb, Z, delta_orthogonal) + d * vs**2
     return np.where(pos, 2.0 * K * Q**2 * np.exp(-(eps**2) / (2.0 * proxy)), 0.0)[()]
 
