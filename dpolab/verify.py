@@ -31,6 +31,7 @@ SUITES: dict[str, tuple[str, ...]] = {
     "rdpo": ("rdpo",),
     "real": ("real",),
     "audit": ("audit",),
+    "gpu": ("gpu",),
 }
 
 
@@ -204,7 +205,7 @@ def real_model(suite: str | None, backbone) -> dict | None:
     validated before any check runs; None when suite `real` does not run here. Flags that ask for a
     model are validated whatever the suite."""
     runs_real = suite in (None, "real") and "real" not in unavailable_suites()
-    if not (runs_real or not backbone.is_default()):
+    if not runs_real and backbone.is_default():
         return None
     provenance = backbone.provenance()
     return provenance if runs_real else None
