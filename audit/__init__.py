@@ -29,7 +29,7 @@ def items() -> dict:
 
 
 def run_audit(*, out, quick=False, only=None, force=False, resume=False, persona_dir=None,
-              hh_path=None, cache_dir=None, progress=None):
+              hh_path=None, backbone=None, progress=None):
     """Runs the selected questions into `out`, then writes `out/audit.md` from the stored results.
 
     Returns (manifest, out); see `dpolab.items.run_items`.
@@ -39,7 +39,7 @@ def run_audit(*, out, quick=False, only=None, force=False, resume=False, persona
     questions = items()
     manifest, out = run_items("audit", questions, out=out, quick=quick, only=only, force=force,
                               resume=resume, persona_dir=persona_dir, hh_path=hh_path,
-                              cache_dir=cache_dir, progress=progress)
+                              backbone=backbone, progress=progress)
     write_report(questions, manifest, out)
     return manifest, out
 
@@ -55,7 +55,8 @@ def write_report(questions: dict, manifest: dict, out) -> None:
              f"Mode: {'quick' if manifest['quick'] else 'full'}; git {manifest.get('git_commit')}; "
              f"JAX {manifest.get('versions', {}).get('jax')} on {manifest.get('jax_backend')}, "
              f"{manifest.get('precision')}; this run's wall time {manifest.get('wall_s')} s "
-             "(questions loaded from an earlier run's store count 0 s).", "",
+             "(questions loaded from an earlier run's store count 0 s)."
+             + _model_line(manifest.get("model")), "",
              "Every number below is read from the stored results in this folder "
              "(`<question>/data.npz`, figures and CSVs beside it).", ""]
     for name, entry in manifest["items"].items():
@@ -65,3 +66,11 @@ def write_report(questions: dict, manifest: dict, out) -> None:
         data, _ = load_record(out / name, "data")  # the checksummed record the runner just wrote
         lines += [questions[name].report(data).rstrip(), ""]
     write_atomic(out / "audit.md", "\n".join(lines))
+
+
+def _model_line(model: dict | None) -> str:
+    """The header's sentence on the model real features come from (`Backbone.provenance`)."""
+    if not model:
+        return ""
+    return (f" Real features (where a question uses them): {model['model']} (revision "
+            f"{model['revision'][:12]}), {model['dtype']}, on {model['device']}.")

@@ -1,6 +1,10 @@
-"""The device check behind `scripts/gpu_check.sh`: dpolab on a GPU, timed, in four stages.
+"""The device check behind `scripts/gpu_check.sh`: dpolab on a GPU, timed, in five stages.
 
   verify     `dpolab verify --quick` in a subprocess (JAX on the GPU; must report backend gpu);
+  float32    the registered check `gpu/float32-agreement` (`dpolab.checks.gpu`, suite `gpu`) at its
+             full size (small: quick size): the im-li trainer's margin trajectories and an rDPO
+             bandit fit in float32 on the GPU against float64 on the CPU, within float32 rounding's
+             stated growth; must pass, and (full size) have run on the GPU;
   sweep      a large float32 Im & Li sweep (K up to 1024, d = 4096, 64 seeds) through the sweep
              engine, then its float64 cross-check on the CPU for a subset (the smallest K, the first
              seeds): the seed means of each metric must agree within Monte-Carlo error
@@ -99,6 +103,17 @@ def stage_verify(out: Path, small: bool) -> dict:
     # on the GPU the checks must have run there (small: any backend)
     result["ok"] = proc.returncode == 0 and (small or result.get("jax_backend") == "gpu")
     return result
+
+
+def stage_float32(small: bool) -> dict:
+    """`gpu/float32-agreement` in this process (small: its quick size), with what it measured."""
+    from dpolab.checks.gpu import float32_agreement
+
+    result, seconds = _timed(lambda: float32_agreement(small))
+    measured = result.measured
+    ran_on = measured["devices"]["backend"]
+    return {"seconds": seconds, "verdict": result.verdict, "measured": measured, "tolerance": result.tolerance,
+            "ok": result.verdict == "pass" and (small or ran_on == "gpu")}
 
 
 def stage_sweep(out: Path, small: bool) -> dict:
@@ -206,6 +221,11 @@ def format_markdown(report: dict) -> str:
                     f"log p {stage.get('logp_max_diff_vs_cpu', float('nan')):.2g}")
         elif name == "verify":
             note = f"verdicts {stage.get('verdicts')}, JAX backend {stage.get('jax_backend')}"
+        elif name == "float32" and "measured" in stage:
+            m = stage["measured"]
+            note = (f"{stage['verdict']} on {m['devices']['float32']} vs {m['devices']['float64']}: trainer margins "
+                    f"{m['trainer']['max_abs_diff']:.2g} ≤ {m['trainer']['tolerance']:.2g}, bandit θ "
+                    f"{m['bandit']['theta_diff']:.2g} ≤ {m['bandit']['tolerance']:.2g}")
         else:
             note = f"errors {stage.get('errors')}"
         lines.append(f"| {name} | {'yes' if stage.get('ok') else 'NO'} | {wall:.1f} | {note} |")
@@ -219,8 +239,8 @@ def run(out, *, small: bool = False, device: str = "cuda", budget_s: float = 450
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     report = {"small": small, "environment": environment(device), "stages": {}}
-    stages = {"verify": lambda: stage_verify(out, small), "sweep": lambda: stage_sweep(out, small),
-              "real": lambda: stage_real(out, small, device)}
+    stages = {"verify": lambda: stage_verify(out, small), "float32": lambda: stage_float32(small),
+              "sweep": lambda: stage_sweep(out, small), "real": lambda: stage_real(out, small, device)}
     for name, fn in stages.items():
         if time.perf_counter() - start > budget_s:
             report["stages"][name] = {"skipped": f"past the {budget_s:.0f} s budget"}

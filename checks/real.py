@@ -1,12 +1,15 @@
 """Checks on a real language model's hidden states over real value data (suite "real").
 
-Model: Gemma-3-270M (base), Q4_K_M dequantized — not the paper's Llama-3.1-8B. Data: Anthropic
-persona evals (`$DPOLAB_PERSONA_DIR`). Features are extracted once (cached under the dpolab cache
-directory, reused) for the paper's persona sets. Where the theorem's assumptions fail on real data
-the result is a finding, with numbers.
+Model: the `Backbone` that `using` sets (`verify --model/--dtype/...`); by default Gemma-3-270M
+(base), Q4_K_M dequantized — not the paper's Llama-3.1-8B. Data: Anthropic persona evals
+(`$DPOLAB_PERSONA_DIR`). Features are extracted once for the paper's persona sets, cached under the
+dpolab cache directory in one folder per (model revision, dtype) and reused. Where the theorem's
+assumptions fail on real data the result is a finding, with numbers.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 
@@ -15,10 +18,39 @@ import numpy as np
 from dpolab.checks.result import CheckResult, verdict
 from dpolab.sims.risk import Z999
 
+_BACKBONE: contextvars.ContextVar = contextvars.ContextVar("backbone", default=None)
 
-@functools.lru_cache(maxsize=2)
+
+@contextlib.contextmanager
+def using(backbone):
+    """Within this context the checks extract and read features of `backbone` (a
+    `dpolab.sims.llm.backbone.Backbone`; outside: the packaged Gemma in float32)."""
+    token = _BACKBONE.set(backbone)
+    try:
+        yield
+    finally:
+        _BACKBONE.reset(token)
+
+
 def features(quick: bool):
     """{K: [PersonaFeatures]} for the paper's persona sets (quick: K ∈ {1, 2}, 60 statements)."""
+    return _extracted(quick, _current())[0]
+
+
+def model_info(quick: bool) -> dict:
+    """The features' manifest (`dpolab llm extract`'s): model name, vocab_size, hidden_size, ..."""
+    return _extracted(quick, _current())[1]
+
+
+def _current():
+    from dpolab.sims.llm.backbone import Backbone
+
+    return _BACKBONE.get() or Backbone()
+
+
+@functools.lru_cache(maxsize=4)
+def _extracted(quick: bool, backbone):
+    from dpolab.sims.llm.commands import load_features_manifest
     from dpolab.sims.llm.extract import extract, load_features
     from dpolab.sims.llm.model import cache_root
     from dpolab.sims.llm.persona import paper_persona_set
@@ -27,14 +59,13 @@ def features(quick: bool):
     ks, limit = ((1, 2), 60) if quick else ((1, 2, 4, 8), 200)
     sets = {k: paper_persona_set(k) for k in ks}
     names = list(dict.fromkeys(n for s in sets.values() for n in s))
-    from dpolab.sims.llm.backbone import resolve_model
-
     # one folder per (model revision, dtype): another model's features are never mixed in
-    out = cache_root() / "features" / resolve_model(None).slug("float32") / f"paper-sets-limit{limit}"
-    extract(None, names, limit, out, progress=False)
+    out = (cache_root(backbone.cache_dir) / "features" / backbone.features_folder()
+           / f"paper-sets-limit{limit}")
+    extract(None, names, limit, out, progress=False, **backbone.options())
     stored = load_features(out, names)
     pf = {n: PersonaFeatures(**{f: stored[n][f] for f in PersonaFeatures._fields}) for n in names}
-    return {k: [pf[n] for n in s] for k, s in sets.items()}
+    return {k: [pf[n] for n in s] for k, s in sets.items()}, load_features_manifest(out)
 
 
 def exact_logprobs(quick):
@@ -53,13 +84,14 @@ def exact_logprobs(quick):
                         np.concatenate([f.ref_logp_no for f in feats]))
     err = float(np.max(np.abs(np.asarray(traj.logp_chosen[0]) - expected)))
     tol = 1e-4
+    vocab = model_info(quick)["vocab_size"]
     return CheckResult(
         id="real/exact-logprobs", reference="THEORY §1.1 (cached reference log-partition)",
         claim="log π_W(y_w|x) from the two trainable rows and the cached log-partition of the "
-              "other 262,142 tokens equals the model's full-vocabulary log-softmax at W = W_0",
+              f"other {vocab - 2:,} tokens equals the model's full-vocabulary log-softmax at W = W_0",
         predicted=0.0, measured=err, tolerance=tol,
         why="the model's logits are float32 (ulp ~1e-6 at size ~30); 1e-4 allows the float32 "
-            "log-sum-exp over 262,144 terms", verdict=verdict(err <= tol))
+            f"log-sum-exp over {vocab:,} terms", verdict=verdict(err <= tol))
 
 
 def _protocol_runs(quick, optimizer="adam"):
@@ -136,8 +168,8 @@ def data_model(quick):
                   "effective rank": round(est["effective_rank"], 1), "d/(5Q)": round(est["d_over_5Q"], 2),
                   "conditions": {k: bool(v[2]) for k, v in est["conditions"].items()}},
         tolerance="—", why=f"finding: measured on {len(feats)} personas (units: mean ‖c_k‖ = 1 for the "
-        "conditions; unit norm on average for the paper's statistics); the model is Gemma-3-270M "
-        "Q4_K_M, not the paper's", verdict="finding")
+        "conditions; unit norm on average for the paper's statistics); the model is "
+        f"{model_info(quick)['model']}, not the paper's", verdict="finding")
 
 
 #: {check id: fn(quick) -> CheckResult | list[CheckResult]}, in run order.

@@ -108,9 +108,10 @@ HH_PATH_HELP = "HH-RLHF harmless-base-test.jsonl.gz (default $DPOLAB_HH_PATH)"
 MODEL_GUARD_HELP = "refuse unless --features were extracted by this model (same --model forms as extract)"
 
 
-def _backbone_flags(parser, *, batch_size: int) -> None:
-    """--model, --device, --dtype, --batch-size and --cache-dir of the commands that run a model."""
-    from dpolab.sims.llm.backbone import DEVICES, DTYPES  # no torch import
+def _backbone_flags(parser) -> None:
+    """--model, --device, --dtype, --batch-size and --cache-dir of every command that extracts real
+    features (llm extract/hh, verify, repro, audit): one definition, read back by `_backbone`."""
+    from dpolab.sims.llm.backbone import DEVICES, DTYPES, HH_BATCH_SIZE, PERSONA_BATCH_SIZE  # no torch
 
     parser.add_argument("--model", help="a Hugging Face model folder, a hub id in the local Hugging Face "
                         "cache (e.g. meta-llama/Llama-3.1-8B; never downloaded), or gemma-3-270m-q4 "
@@ -119,8 +120,17 @@ def _backbone_flags(parser, *, batch_size: int) -> None:
                         help="auto: cuda when torch sees a GPU, else cpu")
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="the model's precision (features are stored in float32)")
-    parser.add_argument("--batch-size", type=int, default=batch_size, help="prompts per forward pass")
+    parser.add_argument("--batch-size", type=int, help=f"prompts per forward pass (default {PERSONA_BATCH_SIZE} "
+                        f"persona statements, {HH_BATCH_SIZE} HH-RLHF dialogues)")
     parser.add_argument("--cache-dir", metavar="DIR", help=CACHE_DIR_HELP)
+
+
+def _backbone(args):
+    """The `Backbone` the flags of `_backbone_flags` name."""
+    from dpolab.sims.llm.backbone import Backbone
+
+    return Backbone(model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                    cache_dir=args.cache_dir)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -141,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="finish an interrupted run in --out, rerunning only unfinished checks")
     v.add_argument("--json", action="store_true", help="print report.json instead of the table")
     _figure_flags(v)
+    _backbone_flags(v)
 
     b = sub.add_parser("bounds", help="evaluate closed-form bounds (lists give one row per combination)")
     fams = b.add_subparsers(dest="family", required=True)
@@ -188,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     pick.add_argument("--k-set", help="the paper's persona sets of these sizes (comma list of 1, 2, 4, 8, 16)")
     pick.add_argument("--all", action="store_true", help="all 135 personas")
     ex.add_argument("--limit", type=int, help="statements per persona (default all)")
-    _backbone_flags(ex, batch_size=16)
+    _backbone_flags(ex)
     ex.add_argument("--quiet", action="store_true", help="no progress output")
     ex.add_argument("--out", metavar="DIR", required=True, help="output directory (npz per persona + manifest.json)")
     tr = llm_sub.add_parser("train", help="last-layer DPO on extracted features (JAX)")
@@ -205,7 +216,7 @@ def _parser() -> argparse.ArgumentParser:
     hh.add_argument("--hh-path", metavar="FILE", help=HH_PATH_HELP)
     hh.add_argument("--limit", type=int, default=500, help="pairs (the first N of the file)")
     hh.add_argument("--seeds", type=int, default=5, help="split and flip seeds")
-    _backbone_flags(hh, batch_size=8)
+    _backbone_flags(hh)
     hh.add_argument("--out", metavar="DIR", required=True, help="features cache and results (hh_results.csv)")
     dg = llm_sub.add_parser("diagnose", help="embedding structure and the theorem's conditions")
     dg.add_argument("--features", required=True)
@@ -224,8 +235,8 @@ def _parser() -> argparse.ArgumentParser:
         again.add_argument("--force", action="store_true", help=f"replace an earlier {name} run in --out")
         r.add_argument("--persona-dir", metavar="DIR", help=PERSONA_DIR_HELP)
         r.add_argument("--hh-path", metavar="FILE", help=HH_PATH_HELP)
-        r.add_argument("--cache-dir", metavar="DIR", help=CACHE_DIR_HELP)
         _figure_flags(r)
+        _backbone_flags(r)
 
     c = sub.add_parser("bench", help="speed of the fast path against baselines and the memory floor")
     from dpolab.bench import SUITES as BENCH_SUITES
@@ -254,7 +265,8 @@ def _verify(args) -> int:
     args.out = args.out or str(default_out())  # named now: Ctrl-C says where to --resume
     with _figure_preset(args), Progress(desc="verify", unit="check", quiet=args.quiet or args.json) as progress:
         results, out = run_verify(suite=args.suite, quick=args.quick, out=args.out, force=args.force,
-                                  resume=args.resume, progress=progress, only=args.only)
+                                  resume=args.resume, progress=progress, only=args.only,
+                                  backbone=_backbone(args))
     if args.json:
         print((out / "report.json").read_text(encoding="utf-8"))
     else:
@@ -353,8 +365,7 @@ def _llm_command(args) -> int:
             names = commands.paper_union(commands.parse_k_sets(args.k_set, "--k-set"), args.persona_dir)
         else:
             names = select_personas(args.persona_dir, names=args.personas, all_personas=args.all)
-        summary = extract(args.persona_dir, names, args.limit, args.out, model=args.model, device=args.device,
-                          dtype=args.dtype, batch_size=args.batch_size, cache_dir=args.cache_dir,
+        summary = extract(args.persona_dir, names, args.limit, args.out, **_backbone(args).options(),
                           progress=not args.quiet)
         print(format_summary(summary))
     elif args.llm_command == "train":
@@ -366,9 +377,7 @@ def _llm_command(args) -> int:
             print(f"K={r['K']:>2} seed={r['seed']} train margin {r['train_margin']:.4f} "
                   f"test error {r['test_error']:.4f}")
     elif args.llm_command == "hh":
-        print(commands.run_hh(args.hh_path, args.limit, args.out, seeds=args.seeds, model=args.model,
-                              device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                              cache_dir=args.cache_dir))
+        print(commands.run_hh(args.hh_path, args.limit, args.out, seeds=args.seeds, **_backbone(args).options()))
     else:
         commands.check_features_model(args.features, args.model)
         report = commands.run_diagnose(args.features, args.out, force=args.force)
@@ -435,7 +444,7 @@ def _experiments(args) -> int:
     with _figure_preset(args), Progress(desc=args.command, unit="item", quiet=args.quiet) as progress:
         manifest, out = run(out=args.out, quick=args.quick, only=args.only, force=args.force,
                             resume=args.resume, persona_dir=args.persona_dir, hh_path=args.hh_path,
-                            cache_dir=args.cache_dir, progress=progress)
+                            backbone=_backbone(args), progress=progress)
     print("\n".join(summary_lines(manifest)))
     print(f"{args.command}: {out} ({manifest['wall_s']:.0f} s)")
     return 0

@@ -15,7 +15,10 @@ counts as computed only when both are whole, so an interrupted run resumes at th
 item (`--resume`), and an item's own sweeps resume chunk by chunk. The folder follows
 `dpolab.store.prepare_out`. Rendering is cheap and always redone from the stored numbers.
 A part that needs what this machine lacks (the `llm` extra, the persona data) raises `Unavailable`
-and the item is recorded as skipped with the reason; nothing is faked.
+and the item is recorded as skipped with the reason; nothing is faked. Real features come from the
+run's `Backbone` (`--model/--device/--dtype/--batch-size/--cache-dir`), validated before the folder
+is touched; every item's settings hold its model key (a changed model recomputes), feature caches are
+kept per model (`OUT/_features/<model>-<revision>-<dtype>/`), and the manifest records the model.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import numpy as np
 
 from dpolab import xla
 from dpolab.errors import InputError
+from dpolab.sims.llm.backbone import Backbone, feature_key
 from dpolab.store import environment, load_record, prepare_out, read_manifest, save_record, write_manifest
 
 
@@ -45,7 +49,8 @@ class Context:
     dir: Path
     persona_dir: str | None = None
     hh_path: str | None = None
-    cache_dir: str | None = None
+    backbone: Backbone = dataclasses.field(default_factory=Backbone)
+    model: dict | None = None  # backbone.provenance(), computed once per run
 
     def real_unavailable(self) -> str | None:
         """Why the real-embedding track cannot run here (missing extra or persona data), or None."""
@@ -64,14 +69,14 @@ class Context:
     def features(self, names, limit):
         """{persona: PersonaFeatures} of the given personas (first `limit` statements each).
 
-        Hidden states are extracted once into `OUT/_features` (shared by every item of the run,
-        reused by later runs while the data and limit are unchanged)."""
+        Hidden states are extracted once into `OUT/_features/<model>-<revision>-<dtype>/` (shared by
+        every item of the run, reused by later runs while the model, data and limit are unchanged)."""
         from dpolab.sims.llm.commands import load_persona_features
         from dpolab.sims.llm.extract import extract
 
         self.require_real()
-        store = self.out / "_features" / f"limit{limit}"
-        extract(self.persona_dir, list(names), limit, store, cache_dir=self.cache_dir, progress=False)
+        store = self.out / "_features" / self.backbone.features_folder() / f"limit{limit}"
+        extract(self.persona_dir, list(names), limit, store, progress=False, **self.backbone.options())
         stored = load_persona_features(store)
         return {n: stored[n] for n in names}
 
@@ -104,11 +109,13 @@ def select(items: dict, only: str | None) -> list[str]:
 
 
 def run_items(kind: str, items: dict, *, out, quick=False, only=None, force=False, resume=False,
-              persona_dir=None, hh_path=None, cache_dir=None,
+              persona_dir=None, hh_path=None, backbone: Backbone | None = None,
               progress=None) -> tuple[dict, Path]:
     """Computes (or loads) and renders the selected items; returns (manifest, out).
 
-    `progress`: a `dpolab.progress.Progress`, told the number of items and each as it starts and ends.
+    `backbone`: the model real features come from (default: the packaged Gemma in float32); the
+    manifest's `model` records it (`Backbone.provenance`). `progress`: a `dpolab.progress.Progress`,
+    told the number of items and each as it starts and ends.
 
     Each item's entry in `out/manifest.json`: status ("done" or "skipped"), reason, seconds of
     compute (0 when loaded from the store), and the files it rendered (relative to `out`).
@@ -117,10 +124,13 @@ def run_items(kind: str, items: dict, *, out, quick=False, only=None, force=Fals
 
     jax.config.update("jax_enable_x64", True)
     names = select(items, only)
+    backbone = backbone or Backbone()
+    model = backbone.provenance()  # every flag checked before the folder is touched
     out = Path(out)
     manifest = prepare_out(out, kind, force=force, resume=resume, key={"quick": quick})
     manifest.setdefault("quick", quick)
     manifest.setdefault("items", {})
+    manifest["model"] = model
     start, compiled = time.perf_counter(), xla.stats()
     if progress:
         progress.reset(len(names))
@@ -129,10 +139,10 @@ def run_items(kind: str, items: dict, *, out, quick=False, only=None, force=Fals
             progress.start(name)
         module = items[name]
         ctx = Context(kind=kind, quick=quick, out=out, dir=out / name, persona_dir=persona_dir,
-                      hh_path=hh_path, cache_dir=cache_dir)
+                      hh_path=hh_path, backbone=backbone, model=model)
         ctx.dir.mkdir(parents=True, exist_ok=True)
-        # where the real-embedding track becomes (un)available, items that use it are recomputed
-        settings = {"quick": quick, "real": ctx.real_unavailable() is None}
+        # where the real-embedding track becomes (un)available or its model changes, items are recomputed
+        settings = {"quick": quick, "real": ctx.real_unavailable() is None and feature_key(model)}
         if hasattr(module, "settings"):  # what else the item's numbers depend on (e.g. a data file)
             settings |= module.settings(ctx)
         stored = load_record(ctx.dir, "data", expect={"settings": settings})

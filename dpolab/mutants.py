@@ -161,6 +161,12 @@ MUTANTS: tuple[Mutant, ...] = (
     M("train.block-padding", "sims/blocks.py", "return jnp.where(mask, x[jnp.asarray(blocks.index)], 0)",
       "return x[jnp.asarray(blocks.index)]", "padded block slots repeat sample 0 (counted twice)",
       ("im-li/recursion-exact",), (_TP + "::test_gram_and_feature_paths_agree_with_each_other_and_with_autodiff",)),
+    M("train.float32-mode-bfloat16", "sims/train.py",
+      "cast = lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x",
+      "cast = lambda x: x.astype(jnp.bfloat16) if jnp.issubdtype(x.dtype, jnp.floating) else x",
+      "the trainer's float32 mode (what float32 runs on a GPU use) silently computes in bfloat16",
+      ("gpu/float32-agreement",),
+      ("tests/test_gpu_suite.py::test_float32_agreement_passes_on_this_machine_and_names_its_devices",)),
     # ---- sims/data.py: the synthetic mixture ------------------------------------------------------
     M("data.chosen-rejected-swap", "sims/data.py", "return 2 * self.pair + (self.sign < 0)",
       "return 2 * self.pair + (self.sign > 0)", "y_w and y_l are the same token",

@@ -109,7 +109,7 @@ def write_manifest(out: Path, manifest: dict) -> None:
     write_atomic(Path(out) / "manifest.json", json.dumps(manifest, indent=1, default=float))
 
 
-_ITEMS = ("_features/*", "*/data.npz", "*/data.json", "*/sweeps/*", "*/*.pdf", "*/*.png", "*/*.csv")
+_ITEMS = ("_features/*", "_hh/*", "*/data.npz", "*/data.json", "*/sweeps/*", "*/*.pdf", "*/*.png", "*/*.csv")
 
 #: What a run of each kind writes in its folder (fnmatch patterns of paths relative to it; a `*`
 #: spans subfolders): `--force` deletes a folder only when every file in it matches these.

@@ -31,6 +31,7 @@ SUITES: dict[str, tuple[str, ...]] = {
     "rdpo": ("rdpo",),
     "real": ("real",),
     "audit": ("audit",),
+    "gpu": ("gpu",),
 }
 
 
@@ -123,14 +124,17 @@ def result_stem(check_id: str) -> str:
 class CheckStore:
     """Each finished check is one record of `dpolab.store` in `out/checks/` (its results as JSON
     metadata, their artifacts as arrays), written at once, so that an interrupted run resumes where
-    it stopped; `prepare_out` keeps results of another mode (quick vs full) out."""
+    it stopped; `prepare_out` keeps results of another mode (quick vs full) out, and a record made
+    with other `settings(check_id)` (the real checks' model) is computed again."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, settings: Callable[[str], dict] = lambda check_id: {}):
         self.dir = out / "checks"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
 
     def load(self, check_id) -> list[CheckResult] | None:
-        record = load_record(self.dir, result_stem(check_id))
+        settings = self.settings(check_id)
+        record = load_record(self.dir, result_stem(check_id), expect={"settings": settings} if settings else None)
         if record is None:
             return None
         arrays, meta = record
@@ -142,7 +146,8 @@ class CheckStore:
 
     def save(self, check_id, results) -> None:
         arrays = {f"{i}/{k}": v for i, r in enumerate(results) for k, v in r.artifacts.items()}
-        meta = json.loads(json.dumps({"results": [r.as_json() for r in results]}, default=float))
+        meta = json.loads(json.dumps({"results": [r.as_json() for r in results],
+                                      "settings": self.settings(check_id)}, default=float))
         save_record(self.dir, result_stem(check_id), arrays, meta)
 
 
@@ -172,6 +177,10 @@ def markdown(results, meta) -> str:
            f"Mode: {'quick' if meta['quick'] else 'full'}; suite: {meta['suite'] or 'all'}; "
            f"precision {meta['precision']}; JAX backend {meta['jax_backend']}; "
            f"git {meta['git_commit']}; {xla.summary(meta['xla'], meta['wall_s'])}."]
+    if meta.get("model"):
+        m = meta["model"]
+        out.append(f"Real features (suite `real`): {m['model']} (revision {m['revision'][:12]}), {m['dtype']}, "
+                   f"on {m['device']}.")
     out += [f"Not run: suite `{name}` — {why}." for name, why in meta["suites_not_run"].items()]
     out += ["",
            "| verdict | check | reference |", "|---|---|---|"]
@@ -191,9 +200,24 @@ def markdown(results, meta) -> str:
     return "\n".join(out) + "\n"
 
 
+def real_model(suite: str | None, backbone) -> dict | None:
+    """The provenance of the model the `real` checks extract features with (`Backbone.provenance`),
+    validated before any check runs; None when suite `real` does not run here. Flags that ask for a
+    model are validated whatever the suite."""
+    runs_real = suite in (None, "real") and "real" not in unavailable_suites()
+    if not runs_real and backbone.is_default():
+        return None
+    provenance = backbone.provenance()
+    return provenance if runs_real else None
+
+
 def run_verify(*, suite=None, quick=False, out=None, force=False, resume=False, progress=None,
-               only=None):
+               only=None, backbone=None):
     """Runs the checks and writes report.json, report.md, results/*.npz and figures/ to `out`.
+
+    Args:
+      backbone: the `dpolab.sims.llm.backbone.Backbone` of the `real` checks (default: the packaged
+        Gemma in float32); recorded in report.json's `meta.model`.
 
     Returns:
       (results, out_path).
@@ -201,17 +225,22 @@ def run_verify(*, suite=None, quick=False, out=None, force=False, resume=False, 
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    from dpolab.checks import real
     from dpolab.figures.im_li import make_all
     from dpolab.figures.style import marked
+    from dpolab.sims.llm.backbone import Backbone, feature_key
 
+    backbone = backbone or Backbone()
     validate_suite(suite)
     validate_only(suite, only)
+    model = real_model(suite, backbone)
     out = Path(out) if out else default_out()
     prepare_out(out, "verify", force=force, resume=resume, key={"quick": quick})
-    store = CheckStore(out)
+    store = CheckStore(out, lambda check_id: {"model": feature_key(model)} if check_id in real.CHECKS else {})
     start, compiled = time.perf_counter(), xla.stats()
-    results = run_checks(suite, quick=quick, progress=progress, only=only, stored=store.load,
-                         on_done=store.save)
+    with real.using(backbone):
+        results = run_checks(suite, quick=quick, progress=progress, only=only, stored=store.load,
+                             on_done=store.save)
     (out / "results").mkdir(exist_ok=True)
     for r in results:  # one npz per result: what the figures are drawn from
         if r.artifacts:
@@ -219,7 +248,7 @@ def run_verify(*, suite=None, quick=False, out=None, force=False, resume=False, 
                      **{k: np.asarray(v) for k, v in r.artifacts.items()})
     with marked("quick run" if quick else None):
         make_all(out / "results", out / "figures")
-    meta = dict(environment(), suite=suite, quick=quick, out=str(out),
+    meta = dict(environment(), suite=suite, quick=quick, out=str(out), model=model,
                 wall_s=time.perf_counter() - start, xla=xla.since(compiled), suites_not_run=unavailable_suites())
     report = {"meta": meta, "checks": [r.as_json() for r in results]}
     write_atomic(out / "report.json", json.dumps(report, indent=1, default=float, ensure_ascii=False))

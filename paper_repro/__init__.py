@@ -28,9 +28,9 @@ def items() -> dict:
 
 
 def run_repro(*, out, quick=False, only=None, force=False, resume=False, persona_dir=None,
-              hh_path=None, cache_dir=None, progress=None):
+              hh_path=None, backbone=None, progress=None):
     """Regenerates the selected items into `out`; returns (manifest, out). See `run_items`."""
     from dpolab.items import run_items
 
     return run_items("repro", items(), out=out, quick=quick, only=only, force=force, resume=resume,
-                     persona_dir=persona_dir, hh_path=hh_path, cache_dir=cache_dir, progress=progress)
+                     persona_dir=persona_dir, hh_path=hh_path, backbone=backbone, progress=progress)

@@ -184,8 +184,8 @@ def hh_part(ctx) -> dict[str, np.ndarray]:
     if reason:
         return {"hh_unavailable": np.array(reason)}
     limit, seeds = (40, 2) if ctx.quick else (HH_FULL_LIMIT, 5)
-    features = extract_hh(ctx.hh_path, limit, ctx.out / "_hh" / f"limit{limit}",
-                          cache_dir=ctx.cache_dir)
+    features = extract_hh(ctx.hh_path, limit, ctx.out / "_hh" / ctx.backbone.features_folder() / f"limit{limit}",
+                          **ctx.backbone.options())
     rows = rdpo_on_real(features, eps_grid=EPS, seeds=seeds)
     acc = np.zeros((len(LOSSES), len(EPS), seeds))
     calib = np.zeros_like(acc)
@@ -200,8 +200,10 @@ def hh_part(ctx) -> dict[str, np.ndarray]:
 
 def settings(ctx) -> dict:
     """Extra cache key for the runner: stored results are stale once the HH panel's
-    availability changes (used only if `dpolab.items.run_items` asks items for it)."""
-    return {"hh": hh_unavailable(ctx) is None}
+    availability or its model changes."""
+    from dpolab.sims.llm.backbone import feature_key
+
+    return {"hh": hh_unavailable(ctx) is None and feature_key(ctx.model)}
 
 
 def compute(ctx) -> dict[str, np.ndarray]:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU device check (issue #14): install dpolab without dependencies, then run
-# `python -m dpolab.bench.gpu_check` (verify --quick with JAX on the GPU, a large float32 sweep with
-# its float64 CPU cross-check, the real-model track on a tiny random model with --device cuda).
+# `python -m dpolab.bench.gpu_check` (verify --quick with JAX on the GPU, the registered check
+# gpu/float32-agreement at full size (float32 on the GPU vs float64 on the CPU), a large float32
+# sweep with its float64 CPU cross-check, the real-model track on a tiny random model with --device cuda).
 # Results: $RESULTS_DIR/gpu_check.json and gpu_check.md (default: $OUT, else ./gpu_check_results).
 #
 #   scripts/gpu_check.sh [RESULTS_DIR]              # on a GPU machine (about 5 minutes)

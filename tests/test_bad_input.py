@@ -12,6 +12,16 @@ import pytest
 from dpolab.cli import BOUND_ARGS, main
 from dpolab.theory.calculator import FAMILIES
 
+
+def _gpu() -> bool:
+    """Whether torch sees a CUDA GPU here (then `--device cuda` is good input)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
 GOOD_SPEC = '[sweep]\nsimulation = "im-li"\nseeds = 1\n[fixed]\nQ = 10\nsteps = 5\n'
 _IM = '[sweep]\nsimulation = "im-li"\n'
 _RD = '[sweep]\nsimulation = "rdpo"\n'
@@ -121,6 +131,14 @@ CASES = [
         ["--only", "fig44", "--out", "r"], ["--only", ",", "--out", "r"], ["--quick"],
         ["--quick", "--resume", "--out", "r"], ["--quick", "--out", "a_file"],
         ["--quick", "--out", "foreign", "--force"], ["--quick", "--out", "sweep_run", "--force"]]],
+    # ---- the model flags of verify / repro / audit (checked before any work, issue #14) ----
+    *[[*cmd, *args] for cmd in (["verify", "--suite", "real"], ["verify", "--suite", "im-li"], ["repro"], ["audit"])
+      for args in [["--quick", "--model", "no_such_model_dir", "--out", "r"],
+                   ["--quick", "--model", "a_file", "--out", "r"], ["--quick", "--model", "a_dir", "--out", "r"],
+                   ["--quick", "--batch-size", "0", "--out", "r"], ["--quick", "--dtype", "float64", "--out", "r"],
+                   ["--quick", "--device", "tpu", "--out", "r"]]],
+    *[[*cmd, "--quick", "--device", "cuda", "--out", "r"] for cmd in (["verify", "--suite", "real"], ["repro"],
+                                                                     ["audit"]) if not _gpu()],
     # ---- bench / selftest ----
     ["bench", "--suite", "x"], ["bench", "--suite", "IM-LI"], ["bench", "--fast"], ["bench", "--quick", "--force"],
     ["bench", "--quick", "--out", "a_file"], ["bench", "--quick", "--out", "foreign", "--force"],

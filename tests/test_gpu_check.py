@@ -40,10 +40,10 @@ def test_sweep_specs_are_valid_and_full_size_is_the_issues():
 
 
 def test_run_writes_the_report_and_skips_stages_past_the_budget(tmp_path, monkeypatch):
-    for name in ("verify", "sweep", "real"):
+    for name in ("verify", "float32", "sweep", "real"):
         monkeypatch.setattr(gpu_check, f"stage_{name}", lambda *a, name=name: {"ok": True, "seconds": 1.0})
     report = gpu_check.run(tmp_path, small=True, device="cpu")
-    assert report["ok"] and set(report["stages"]) == {"verify", "sweep", "real"}
+    assert report["ok"] and set(report["stages"]) == {"verify", "float32", "sweep", "real"}
     assert json.loads((tmp_path / "gpu_check.json").read_text())["ok"] is True
     late = gpu_check.run(tmp_path / "late", small=True, device="cpu", budget_s=-1)
     assert not late["ok"] and all("skipped" in s for s in late["stages"].values())
@@ -63,3 +63,23 @@ def test_the_script_runs_at_toy_sizes_on_the_cpu(tmp_path):
     assert report["ok"] and report["stages"]["real"]["errors"] == {} and "hh" in report["stages"]["real"]["seconds"]
     assert all(r["agree"] for r in report["stages"]["sweep"]["cross_check"]["metrics"].values())
     assert report["stages"]["verify"]["verdicts"]["fail"] == 0
+    float32 = report["stages"]["float32"]
+    assert float32["verdict"] == "pass" and float32["measured"]["devices"]["float32"] == "cpu:0"
+    assert "trainer margins" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_the_float32_stage_runs_the_registered_check_and_needs_a_gpu_at_full_size(monkeypatch):
+    from dpolab.checks import gpu
+
+    small = gpu_check.stage_float32(small=True)
+    assert small["ok"] and small["verdict"] == "pass" and small["measured"]["devices"]["backend"] == "cpu"
+    monkeypatch.setitem(gpu.SIZES, False, gpu.SIZES[True])  # the full-size rule at the quick size
+    assert gpu_check.stage_float32(small=False)["ok"] is False  # JAX on the CPU is not a GPU run
+    real_runs = gpu.bandit_runs
+
+    def drifting(quick):
+        low, *rest = real_runs(quick)
+        return (low._replace(theta=low.theta * 1.01), *rest)
+
+    monkeypatch.setattr(gpu, "bandit_runs", drifting)
+    assert gpu_check.stage_float32(small=True)["ok"] is False  # a failing check fails the stage

@@ -15,8 +15,10 @@ Importing this module does not import torch (only the functions do).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
+import numbers
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,9 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "bfloat16", "float16")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+#: Prompts per forward pass when `--batch-size` is not given: persona statements are short (27
+#: Gemma tokens on average), HH-RLHF dialogues are long.
+PERSONA_BATCH_SIZE, HH_BATCH_SIZE = 16, 8
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,72 @@ class ModelRef:
         """A folder name unique to (model, revision, dtype), for caches."""
         safe = re.sub(r"[^\w.-]+", "_", self.name.split("/")[-1] if self.kind == "local" else self.name)
         return f"{safe}-{self.revision[:12]}-{dtype}"
+
+
+def check_positive_int(name: str, value, allow_none: bool = False) -> None:
+    """Raises InputError naming `name` unless `value` is an integer >= 1 (or None, if allowed)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(f"{name}: {value!r} must be a positive integer" + (" or None" if allow_none else ""))
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """The frozen model that real features come from: what the shared flags `--model`, `--device`,
+    `--dtype`, `--batch-size` and `--cache-dir` say, on every command that extracts features (`llm
+    extract`, `llm hh`, `verify`, `repro`, `audit`). The default is the packaged Gemma in float32.
+
+    batch_size None: each extraction's own default (PERSONA_BATCH_SIZE, HH_BATCH_SIZE).
+    """
+
+    model: str | None = None
+    device: str = "auto"
+    dtype: str = "float32"
+    batch_size: int | None = None
+    cache_dir: str | None = None
+
+    def options(self) -> dict:
+        """The keyword arguments of `extract.extract` and `hh.extract_hh`."""
+        opts = dict(model=self.model, device=self.device, dtype=self.dtype, cache_dir=self.cache_dir)
+        return opts if self.batch_size is None else opts | {"batch_size": self.batch_size}
+
+    def is_default(self) -> bool:
+        """No flag asks for another model, device, dtype or batch size (the cache may differ)."""
+        return dataclasses.replace(self, cache_dir=None) == Backbone()
+
+    def provenance(self) -> dict | None:
+        """Validates every field without loading weights (before any expensive work) and returns
+        what a run records: {model, revision, dtype} (what features depend on, `ModelRef.key`) and
+        kind, device, batch_size. None when the llm extra is not installed and no flag asks for a
+        model (the real track then does not run).
+
+        Raises:
+          InputError: naming the flag (`resolve_model`, `resolve_device`, `resolve_dtype`,
+            `check_causal_lm`), or the flags given when the llm extra is missing.
+        """
+        from dpolab.sims.llm.model import MissingExtraError, require_llm_extra
+
+        try:
+            require_llm_extra()
+        except MissingExtraError as err:
+            if self.is_default():
+                return None
+            raise InputError(f"--model/--device/--dtype/--batch-size need the llm extra ({err})") from err
+        if self.batch_size is not None:
+            check_positive_int("--batch-size", self.batch_size)
+        ref, device = resolve_backbone(self.model, self.device, self.dtype)
+        return {**ref.key(self.dtype), "kind": ref.kind, "device": device, "batch_size": self.batch_size}
+
+    def features_folder(self) -> str:
+        """A folder name unique to the model's revision and dtype (`ModelRef.slug`), for caches."""
+        return resolve_model(self.model).slug(self.dtype)
+
+
+def feature_key(provenance: dict | None) -> dict | None:
+    """What stored features and results depend on, from `Backbone.provenance`: model, revision,
+    dtype (not the device or batch size)."""
+    return None if provenance is None else {k: provenance[k] for k in ("model", "revision", "dtype")}
 
 
 def _sha256_folder(path: Path) -> str:
@@ -176,6 +247,28 @@ def check_causal_lm(ref: ModelRef) -> None:
         raise InputError(f"--model: {ref.name!r} (model_type {config.model_type!r}) has no causal-LM head; "
                          "allowed: a decoder-only language model (AutoModelForCausalLM: Llama, Mistral, "
                          "Qwen2, Gemma, GPT-2, ...)")
+
+
+def resolve_backbone(model=None, device="auto", dtype="float32", loaded=None):
+    """Validates `--model`, `--device` and `--dtype` without loading weights; returns (ModelRef,
+    device). With `loaded` (model, tokenizer) its device is used and its dtype must be `dtype`.
+
+    Raises:
+      InputError: naming the flag (see `backbone.resolve_model`, `resolve_device`, `resolve_dtype`,
+        `check_causal_lm`).
+    """
+    ref = resolve_model(model)
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype: {dtype!r} is not allowed; choose one of {', '.join(DTYPES)}")
+    if loaded is not None:
+        weight = loaded[0].get_output_embeddings().weight
+        if str(weight.dtype).removeprefix("torch.") != dtype:
+            raise InputError(f"--dtype: {dtype!r} but the loaded model is {weight.dtype}")
+        return ref, weight.device.type
+    device = resolve_device(device)
+    resolve_dtype(dtype, device)
+    check_causal_lm(ref)
+    return ref, device
 
 
 def load_backbone(ref: ModelRef, *, device: str, dtype: str, cache_dir=None, progress: bool = True):

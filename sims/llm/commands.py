@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from dpolab.errors import InputError
+from dpolab.sims.llm.backbone import HH_BATCH_SIZE
 from dpolab.sims.llm.diagnose import data_model_estimates, embedding_structure
 from dpolab.sims.llm.extract import MANIFEST, load_features
 from dpolab.sims.llm.persona import PAPER_PERSONA_SETS, paper_persona_set
@@ -115,7 +116,7 @@ def run_train(features_dir, out, *, value_sets: dict[int, list[str]], protocol="
     jax.config.update("jax_enable_x64", True)  # the features are float32; training runs in float64
     if protocol not in PROTOCOLS:
         raise InputError(f"protocol={protocol!r} is not allowed: protocol must be one of {PROTOCOLS}")
-    from dpolab.sims.llm.extract import check_positive_int
+    from dpolab.sims.llm.backbone import check_positive_int
 
     check_positive_int("seeds", seeds)
     personas = load_persona_features(features_dir)
@@ -177,7 +178,7 @@ def run_diagnose(features_dir, out, *, force=False) -> dict:
     return report
 
 
-def run_hh(hh_path, limit, out, *, seeds=5, model=None, device="auto", dtype="float32", batch_size=8,
+def run_hh(hh_path, limit, out, *, seeds=5, model=None, device="auto", dtype="float32", batch_size=HH_BATCH_SIZE,
            cache_dir=None) -> str:
     """`dpolab llm hh`: every count checked first, then HH-RLHF features (cached in `out`), DPO /
     cDPO / rDPO under injected flips, `hh_results.csv`; returns the table of means."""

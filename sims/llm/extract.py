@@ -43,6 +43,7 @@ import numpy as np
 from dpolab.errors import InputError
 from dpolab.sims.llm import backbone
 from dpolab.sims.llm import model as llm_model
+from dpolab.sims.llm.backbone import check_positive_int
 from dpolab.sims.llm.persona import DATA_COMMIT, DATA_SOURCE, load_persona, resolve_persona_dir, select_personas
 from dpolab.store import write_atomic
 
@@ -69,13 +70,6 @@ FIELDS = {
 }
 
 
-def check_positive_int(name: str, value, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{name}: {value!r} must be a positive integer" + (" or None" if allow_none else ""))
-
-
 def last_token_index(attention_mask):
     """(B,) index of the last non-pad position of each row, for left or right padding.
 
@@ -86,8 +80,9 @@ def last_token_index(attention_mask):
     return length - 1 - attention_mask.flip(1).argmax(dim=1)
 
 
-def final_hidden_states(model, tokenizer, prompts, *, batch_size: int = 16, padding_side: str = "left",
-                        bar=None, model_name: str = llm_model.MODEL_NAME) -> dict[str, np.ndarray]:
+def final_hidden_states(model, tokenizer, prompts, *, batch_size: int = backbone.PERSONA_BATCH_SIZE,
+                        padding_side: str = "left", bar=None,
+                        model_name: str = llm_model.MODEL_NAME) -> dict[str, np.ndarray]:
     """Runs the model on `prompts` and returns the features at each prompt's last token.
 
     Prompts are sorted by token length and batched (less padding); results come back in input
@@ -194,28 +189,6 @@ def _request_key(persona, model_key: dict) -> dict:
             "data_sha256": persona.sha256, "n": len(persona)}
 
 
-def resolve_backbone(model=None, device="auto", dtype="float32", loaded=None):
-    """Validates `--model`, `--device` and `--dtype` without loading weights; returns (ModelRef,
-    device). With `loaded` (model, tokenizer) its device is used and its dtype must be `dtype`.
-
-    Raises:
-      InputError: naming the flag (see `backbone.resolve_model`, `resolve_device`, `resolve_dtype`,
-        `check_causal_lm`).
-    """
-    ref = backbone.resolve_model(model)
-    if dtype not in backbone.DTYPES:
-        raise InputError(f"--dtype: {dtype!r} is not allowed; choose one of {', '.join(backbone.DTYPES)}")
-    if loaded is not None:
-        weight = loaded[0].get_output_embeddings().weight
-        if str(weight.dtype).removeprefix("torch.") != dtype:
-            raise InputError(f"--dtype: {dtype!r} but the loaded model is {weight.dtype}")
-        return ref, weight.device.type
-    device = backbone.resolve_device(device)
-    backbone.resolve_dtype(dtype, device)
-    backbone.check_causal_lm(ref)
-    return ref, device
-
-
 def _model_manifest(ref, model, tokenizer, ids, device, dtype) -> dict:
     weight = model.get_output_embeddings().weight
     info = {"model": ref.name, "model_kind": ref.kind, "model_revision": ref.revision,
@@ -233,7 +206,8 @@ def _model_manifest(ref, model, tokenizer, ids, device, dtype) -> dict:
 
 
 def extract(persona_dir, personas, limit, out, *, model=None, device="auto", dtype="float32",
-            batch_size: int = 16, cache_dir=None, progress: bool = True, loaded=None) -> dict:
+            batch_size: int = backbone.PERSONA_BATCH_SIZE, cache_dir=None, progress: bool = True,
+            loaded=None) -> dict:
     """Extracts and stores features for the given personas (THEORY §1.8), reusing stored ones.
 
     Every argument is validated before a model is loaded or `out` is created. A folder holds the
@@ -266,7 +240,7 @@ def extract(persona_dir, personas, limit, out, *, model=None, device="auto", dty
     check_positive_int("batch_size", batch_size)
     persona_dir = resolve_persona_dir(persona_dir)
     names = select_personas(persona_dir, names=personas)
-    ref, device = resolve_backbone(model, device, dtype, loaded)
+    ref, device = backbone.resolve_backbone(model, device, dtype, loaded)
     model_key = ref.key(dtype)
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():

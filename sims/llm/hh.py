@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from dpolab.errors import InputError
+from dpolab.sims.llm.backbone import HH_BATCH_SIZE
 from dpolab.store import sha256, write_atomic
 
 HH_PATH_ENV = "DPOLAB_HH_PATH"
@@ -61,7 +62,7 @@ def load_pairs(path, limit=None) -> list[tuple[str, str]]:
     return pairs
 
 
-def extract_hh(path, limit, out, *, model=None, device="auto", dtype="float32", batch_size=8,
+def extract_hh(path, limit, out, *, model=None, device="auto", dtype="float32", batch_size=HH_BATCH_SIZE,
                cache_dir=None, loaded=None) -> Path:
     """Embeds both sides of each pair; stores `hh.npz` (phi_chosen, phi_rejected) + manifest,
     reusing them when the request (data file checksum, limit, model revision and dtype) is
@@ -72,8 +73,8 @@ def extract_hh(path, limit, out, *, model=None, device="auto", dtype="float32", 
       out: folder for hh.npz and hh_manifest.json. model, device, dtype, batch_size, cache_dir,
       loaded: as in `dpolab.sims.llm.extract.extract`.
     """
-    from dpolab.sims.llm.backbone import load_backbone
-    from dpolab.sims.llm.extract import check_positive_int, final_hidden_states, resolve_backbone
+    from dpolab.sims.llm.backbone import check_positive_int, load_backbone, resolve_backbone
+    from dpolab.sims.llm.extract import final_hidden_states
 
     check_positive_int("limit", limit, allow_none=True)
     check_positive_int("batch_size", batch_size)
@@ -114,7 +115,7 @@ def check_rdpo_args(*, seeds, pairs, train_frac: float = 0.8) -> None:
     Raises:
       InputError: naming `seeds` or `limit` with what is allowed.
     """
-    from dpolab.sims.llm.extract import check_positive_int
+    from dpolab.sims.llm.backbone import check_positive_int
 
     check_positive_int("seeds", seeds)
     if pairs is not None and pairs < min_pairs(train_frac):
