@@ -27,7 +27,9 @@ bench: $(BIN)/dpolab
 	$(BIN)/dpolab bench
 
 # The README's gallery, regenerated from a full repro run drawn with the screen preset at text width
+# (an interrupted run in build/repro is resumed)
 gallery: $(BIN)/dpolab
 	DPOLAB_PERSONA_DIR="$${DPOLAB_PERSONA_DIR:-$(PERSONA_DIR)}" DPOLAB_HH_PATH="$${DPOLAB_HH_PATH:-$(HH_PATH)}" \
-	$(BIN)/dpolab repro --out build/repro --resume --style screen --width text
+	$(BIN)/dpolab repro --out build/repro $(if $(wildcard build/repro/manifest.json),--resume,) \
+		--style screen --width text
 	$(BIN)/python -m dpolab.paper_repro.gallery build/repro docs/gallery
