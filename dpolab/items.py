@@ -32,7 +32,7 @@ import numpy as np
 from dpolab import xla
 from dpolab.errors import InputError
 from dpolab.sims.llm.backbone import Backbone, feature_key
-from dpolab.store import environment, load_record, prepare_out, read_manifest, save_record, write_manifest
+from dpolab.store import environment, load_record, prepare_out, save_record, write_manifest
 
 
 class Unavailable(Exception):
@@ -83,18 +83,9 @@ class Context:
     def sweep(self, name: str, spec: dict) -> dict[str, np.ndarray]:
         """Runs (or resumes) a sweep of the sweep engine into `dir/sweeps/<name>`; returns its
         summary read back through `dpolab.load`, one row per (point, seed) (`dpolab.results.rows`)."""
-        from dpolab.results import load, rows
-        from dpolab.sims.sweep.run import run_spec
-        from dpolab.sims.sweep.spec import parse_spec
+        from dpolab.sims.sweep.run import sweep_rows
 
-        out = self.dir / "sweeps" / name
-        parsed = parse_spec(spec)
-        earlier = out.exists() and any(out.iterdir())
-        # the item is being (re)computed: finish a stored sweep of this very spec, replace one of
-        # another spec (an older version of the item); prepare_out still refuses foreign folders
-        same = (read_manifest(out) or {}).get("key") == {"spec_hash": parsed.hash()}
-        run_spec(parsed, out, resume=earlier and same, force=earlier and not same, quiet=True)
-        return rows(load(out))
+        return sweep_rows(spec, self.dir / "sweeps" / name)
 
 
 def select(items: dict, only: str | None) -> list[str]:

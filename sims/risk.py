@@ -48,6 +48,43 @@ def clopper_pearson(errors: int, n: int, level: float = 0.95) -> tuple[float, fl
     return lo, hi
 
 
+def pooled_risk(test_risk, n_per_seed: int, level: float = 0.95):
+    """Pools per-seed held-out error fractions into one binomial count with its CP interval.
+
+    Args:
+        test_risk: (S,) fraction of the n_per_seed held-out samples of each seed with r ≤ 0.
+        n_per_seed: held-out samples per seed (2K · n_test).
+
+    Returns:
+        (errors, n, risk, low, high): integer error count, total samples, errors/n, and the
+        Clopper–Pearson interval at `level`.
+    """
+    counts = np.asarray(test_risk, dtype=np.float64) * n_per_seed
+    errors = np.rint(counts)
+    if np.any(np.abs(counts - errors) > 1e-6):  # the fractions must be k / n_per_seed
+        raise ValueError(f"test_risk={test_risk!r} is not allowed: not multiples of 1/{n_per_seed}")
+    errors, n = int(errors.sum()), int(n_per_seed) * counts.size
+    lo, hi = clopper_pearson(errors, n, level)
+    return errors, n, errors / n, lo, hi
+
+
+def needed_q(Qs, passes) -> float:
+    """Smallest grid Q from which on every larger grid Q passes; NaN when the largest fails.
+
+    Args:
+        Qs: grid of Q values (any order). passes: same shape, bool (CP upper < threshold).
+
+    Returns:
+        float Q, or NaN when no such Q exists on the grid.
+    """
+    order = np.argsort(np.asarray(Qs))
+    q, ok = np.asarray(Qs, dtype=np.float64)[order], np.asarray(passes, dtype=bool)[order]
+    if ok.size == 0 or not ok[-1]:
+        return float("nan")
+    failing = np.flatnonzero(~ok)
+    return float(q[failing[-1] + 1] if failing.size else q[0])
+
+
 def reward_margins(data, delta_w, beta):
     """Margins of `data` under a trained head (`dpolab.sims.train.reward_margins`, imported here
     when a risk is measured, so the statistics above load without JAX)."""

@@ -83,26 +83,54 @@ def last_token_index(attention_mask):
 def final_hidden_states(model, tokenizer, prompts, *, batch_size: int = backbone.PERSONA_BATCH_SIZE,
                         padding_side: str = "left", bar=None,
                         model_name: str = llm_model.MODEL_NAME) -> dict[str, np.ndarray]:
-    """Runs the model on `prompts` and returns the features at each prompt's last token.
-
-    Prompts are sorted by token length and batched (less padding); results come back in input
-    order. Padding goes on `padding_side`; position ids count real tokens only, so a padded prompt
-    sees exactly the positions it would see alone, and the last *non-pad* token is read. Runs
-    under `torch.inference_mode` on the model's device; the reference logits are W_0 g in float32
-    from the stored g and the head's own rows (whatever the model's dtype), so a trainer reading
-    the stored g and rows reproduces them, and log-partition sums are taken in float64.
+    """Runs the model on `prompts` and returns the features at each prompt's last token, with the
+    reference log-probs of " Yes" and " No" (`forward_last` does the work).
 
     Args:
       model, tokenizer: a causal LM and its tokenizer (`backbone.load_backbone`).
-      prompts: n strings (the `question` fields).
-      batch_size: prompts per forward pass.
-      padding_side: "left" or "right".
-      bar: an optional `dpolab.progress.Progress`, advanced by the number of prompts done.
-      model_name: named in errors.
+      prompts: n strings (the `question` fields), tokenized with the tokenizer's defaults.
+      batch_size, padding_side, bar, model_name: as in `forward_last`.
 
     Returns:
       dict with g (n, d) float32, ref_logit_yes / ref_logit_no (n,) float32, ref_logp_yes /
       ref_logp_no / ref_lse / ref_lse_rest (n,) float64, n_tokens (n,) int32 (fields as in FIELDS).
+    """
+    ids = llm_model.check_head(model, tokenizer, model_name)
+    encoded = tokenizer(list(prompts))["input_ids"]  # default special tokens (BOS where the model has one)
+    out = forward_last(model, encoded, [ids["yes"], ids["no"]], pad=tokenizer.pad_token_id, batch_size=batch_size,
+                       padding_side=padding_side, bar=bar, model_name=model_name)
+    logit, lse = out["logit"], out["lse"]
+    return {"g": out["g"], "ref_logit_yes": logit[:, 0], "ref_logit_no": logit[:, 1],
+            "ref_logp_yes": logit[:, 0].astype(np.float64) - lse,
+            "ref_logp_no": logit[:, 1].astype(np.float64) - lse,
+            "ref_lse": lse, "ref_lse_rest": out["lse_rest"], "n_tokens": out["n_tokens"]}
+
+
+def forward_last(model, encoded, columns, *, pad=None, batch_size: int = backbone.PERSONA_BATCH_SIZE,
+                 padding_side: str = "left", bar=None, model_name: str = llm_model.MODEL_NAME) -> dict:
+    """Runs the model on token sequences and keeps, at each sequence's last token, the final hidden
+    state g and the reference logits W_0 g of the vocabulary `columns`, with the full log-partition.
+
+    Sequences are sorted by length and batched (less padding); results come back in input order.
+    Padding goes on `padding_side`; position ids count real tokens only, so a padded sequence sees
+    exactly the positions it would see alone, and the last *non-pad* token is read. Runs under
+    `torch.inference_mode` on the model's device; the reference logits are W_0 g in float32 from
+    the stored g and the head's own rows (whatever the model's dtype), so a trainer reading the
+    stored g and rows reproduces them, and log-partition sums are taken in float64.
+
+    Args:
+      model: a causal LM (`backbone.load_backbone`).
+      encoded: n lists of token ids (each non-empty).
+      columns: vocabulary ids whose logits are kept (distinct).
+      pad: the pad token id (None: 0; never read, masked out).
+      batch_size: sequences per forward pass. padding_side: "left" or "right".
+      bar: an optional `dpolab.progress.Progress`, advanced by the number of sequences done.
+      model_name: named in errors.
+
+    Returns:
+      dict with g (n, d) float32, logit (n, len(columns)) float32, lse (n,) float64 = log Σ_y
+      exp((W_0 g)_y) over the full vocabulary, lse_rest (n,) float64 = the same sum without
+      `columns`, n_tokens (n,) int32.
 
     Raises:
       InputError: naming `batch_size`, `padding_side`, or `--dtype` when float16 overflows;
@@ -113,10 +141,8 @@ def final_hidden_states(model, tokenizer, prompts, *, batch_size: int = backbone
     check_positive_int("batch_size", batch_size)
     if padding_side not in ("left", "right"):
         raise InputError(f"padding_side: {padding_side!r} must be 'left' or 'right'")
-    ids = llm_model.check_head(model, tokenizer, model_name)
-    yes, no = ids["yes"], ids["no"]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    encoded = tokenizer(list(prompts))["input_ids"]  # default special tokens (BOS where the model has one)
+    columns = [int(c) for c in columns]
+    pad = 0 if pad is None else pad
     n = len(encoded)
     lengths = np.asarray([len(t) for t in encoded], dtype=np.int32)
     order = np.argsort(lengths, kind="stable")
@@ -124,7 +150,7 @@ def final_hidden_states(model, tokenizer, prompts, *, batch_size: int = backbone
     head = weight.detach().float()  # no copy for a float32 model
     device = weight.device
     g = np.empty((n, head.shape[1]), dtype=np.float32)
-    logit = np.empty((n, 2), dtype=np.float32)
+    logit = np.empty((n, len(columns)), dtype=np.float32)
     lse = np.empty(n, dtype=np.float64)
     lse_rest = np.empty(n, dtype=np.float64)
     backbone = model.base_model  # embeddings → layers → final norm
@@ -144,9 +170,9 @@ def final_hidden_states(model, tokenizer, prompts, *, batch_size: int = backbone
             last = hidden[torch.arange(len(rows), device=device), last_token_index(mask).to(device)].float()
             logits = (last @ head.T).double()  # (b, V), float32 products → float64 sums
             rest = logits.clone()
-            rest[:, [yes, no]] = -torch.inf
+            rest[:, columns] = -torch.inf
             g[rows] = last.cpu().numpy()
-            logit[rows] = logits[:, [yes, no]].float().cpu().numpy()
+            logit[rows] = logits[:, columns].float().cpu().numpy()
             lse[rows] = torch.logsumexp(logits, dim=1).cpu().numpy()
             lse_rest[rows] = torch.logsumexp(rest, dim=1).cpu().numpy()
             if bar is not None:
@@ -156,10 +182,7 @@ def final_hidden_states(model, tokenizer, prompts, *, batch_size: int = backbone
             raise InputError(f"--dtype: 'float16' overflows in {model_name!r} (non-finite hidden states); "
                              "allowed for this model: bfloat16, float32")
         raise FloatingPointError(f"non-finite hidden states or logits from {model_name!r}")
-    return {"g": g, "ref_logit_yes": logit[:, 0], "ref_logit_no": logit[:, 1],
-            "ref_logp_yes": logit[:, 0].astype(np.float64) - lse,
-            "ref_logp_no": logit[:, 1].astype(np.float64) - lse,
-            "ref_lse": lse, "ref_lse_rest": lse_rest, "n_tokens": lengths}
+    return {"g": g, "logit": logit, "lse": lse, "lse_rest": lse_rest, "n_tokens": lengths}
 
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

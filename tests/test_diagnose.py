@@ -1,0 +1,146 @@
+"""`dpolab diagnose` (issue #15 part 5): bad files name their line; the mapping onto the last-layer
+model is the model's own forward pass; the report's numbers against independent references; runs
+end to end on a tiny model and on a features file, resumable, never overwriting."""
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from dpolab.cli import main
+from dpolab.errors import InputError
+from dpolab.sims.llm import preferences
+from dpolab.sims.llm.diagnose import clusters, disagreement, orthogonality_defect
+
+
+def _jsonl(path, rows, raw=b""):
+    path.write_bytes(b"\n".join(json.dumps(r).encode() for r in rows) + b"\n" + raw)
+    return path
+
+
+GOOD = [{"prompt": "Q1", "chosen": " Yes", "rejected": " No", "group": "a"},
+        {"prompt": "Q2", "chosen": " No", "rejected": " Yes", "group": "b"}]
+
+
+@pytest.mark.parametrize("case, rows, raw, expect", [
+    ("empty", [], b"", "is empty"),
+    ("not-utf8", GOOD, b"\xff\xfe{}", "line 3 is not UTF-8"),
+    ("not-json", GOOD, b"{prompt: 1}", "line 3 is not JSON"),
+    ("not-object", GOOD, b"[1, 2]", "line 3 is a JSON list"),
+    ("missing-field", GOOD + [{"prompt": "Q", "chosen": "a"}], b"", "line 3: field 'rejected' is missing"),
+    ("number-field", GOOD + [{"prompt": "Q", "chosen": "a", "rejected": 3}], b"", "field 'rejected' is a int"),
+    ("same-answers", GOOD + [{"prompt": "Q", "chosen": "a", "rejected": "a"}], b"", "line 3: chosen and rejected"),
+    ("duplicate", GOOD + [GOOD[0]], b"", "line 3 repeats line 1"),
+    ("bad-group", GOOD + [{"prompt": "Q", "chosen": "a", "rejected": "b", "group": [1]}], b"",
+     "line 3: group field 'group'"),
+])
+def test_bad_files_name_the_line(tmp_path, case, rows, raw, expect):
+    path = tmp_path / "prefs.jsonl"
+    if case == "empty":
+        path.write_bytes(b"\n\n")
+    else:
+        _jsonl(path, rows, raw)
+    with pytest.raises(InputError, match="data: ") as err:
+        preferences.read_preferences(path, fmt="jsonl")
+    assert expect in str(err.value)
+
+
+def test_formats_and_limits(tmp_path):
+    path = _jsonl(tmp_path / "p.jsonl", GOOD + [dict(GOOD[0], group="b")])
+    recs = preferences.read_preferences(path)
+    assert [(r.line, r.group, r.chosen) for r in recs] == [(1, "a", " Yes"), (2, "b", " No"), (3, "b", " Yes")]
+    assert len(preferences.read_preferences(path, limit=2)) == 2
+    hh = tmp_path / "hh.jsonl.gz"
+    with gzip.open(hh, "wt", encoding="utf-8") as f:
+        f.write(json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go"}))
+    assert preferences.detect_format(hh) == "hh"
+    (rec,) = preferences.read_preferences(hh)
+    assert rec.prompt == "" and rec.chosen.endswith("hello") and rec.group == ""
+    for bad, field in ((dict(fmt="csv"), "format"), (dict(limit=0), "limit")):
+        with pytest.raises(InputError, match=field):
+            preferences.read_preferences(path, **bad)
+    with pytest.raises(InputError, match="personas"):
+        preferences.read_preferences(tmp_path, fmt="persona")
+
+
+def test_divergence_keeps_the_shared_prefix_in_the_context():
+    assert preferences.divergence([1], [5, 6, 7], [5, 6, 8], eos=2) == ([1, 5, 6], 7, 8, True)
+    assert preferences.divergence([1], [9], [8], eos=2) == ([1], 9, 8, False)
+    assert preferences.divergence([1], [5, 6], [5], eos=2) == ([1, 5], 6, 2, True)  # rejected stops first
+    assert preferences.divergence([1], [5, 6], [5, 6], eos=2) is None
+
+
+def test_clusters_and_orthogonality_defect():
+    w, l, g = np.array([0, 1, 0, 2, 3, 2]), np.array([1, 0, 1, 3, 2, 0]), np.array([0, 0, 0, 1, 1, 1])
+    label, pairs = clusters(w, l, g)
+    assert label.tolist() == [1, -1, 1, 1, -1, 0] and pairs.tolist() == [[0, 1], [2, 3]]
+    e = np.eye(4)
+    assert orthogonality_defect(0.5 * e[0], e[1:3]) == pytest.approx(0.0, abs=1e-7)
+    # two unit directions at angle θ: the closest orthonormal pair turns each by (90° − θ)/2
+    theta = np.deg2rad(80.0)
+    c = np.stack([e[1], np.cos(theta) * e[1] + np.sin(theta) * e[2]])
+    expect = np.sqrt(8 * (1 - np.cos((np.pi / 2 - theta) / 2)))
+    assert orthogonality_defect(e[0], c) == pytest.approx(expect, rel=1e-9)
+    assert orthogonality_defect(e[0], np.stack([e[1], e[1]])) == np.inf
+
+
+def test_disagreement_against_a_hand_count():
+    P = preferences.Preference
+    recs = [P("f", 1, "q", "A", "B", "g1"), P("f", 2, "q", "A", "B", "g1"), P("f", 3, "q", "B", "A", "g2"),
+            P("f", 4, "r", "A", "B", "g1")]  # "r" is compared by one group only
+    out = disagreement(recs)
+    w, a = np.array([2 / 3, 1 / 3]), np.array([1.0, 0.0])
+    p = w @ a
+    kl = w @ (a * np.log(np.where(a > 0, a, 1) / p) + (1 - a) * np.log(np.where(a < 1, 1 - a, 1) / (1 - p)))
+    assert out["comparisons"] == 2 and out["shared"] == 1 and out["disagreeing"] == 1
+    assert out["subgroup_loss"] == pytest.approx(kl, rel=1e-12)
+    assert out["pinsker_bound"] == pytest.approx(2 * w @ (a - p) ** 2, rel=1e-12)
+    assert out["subgroup_loss"] >= out["pinsker_bound"]
+
+
+def test_cli_refuses_bad_input_before_touching_out(tmp_path, capsys):
+    path = _jsonl(tmp_path / "p.jsonl", GOOD + [GOOD[1]])
+    out = tmp_path / "out"
+    assert main(["diagnose", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "line 3 repeats line 2" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+    assert main(["diagnose", str(path), "--beta", "-1", "--out", str(out)]) == 2
+    assert "beta=-1.0 is not allowed" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_files(tmp_path_factory):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from dpolab.sims.llm import tiny
+
+    root = tmp_path_factory.mktemp("tiny_diag")
+    return {"model": tiny.build_tiny_model(root / "model"),
+            "personas": tiny.write_personas(root / "personas", statements=6), "root": root}
+
+
+def test_persona_records_map_onto_the_extracted_features(tiny_files):
+    """A persona folder read as preferences gives, per statement, the g and reference log-probs of
+    `dpolab llm extract` (which reads the same model at the question's last token)."""
+    from dpolab.sims.llm.backbone import load_backbone, resolve_backbone
+    from dpolab.sims.llm.extract import extract, load_features
+
+    names = ["p000", "p001"]
+    store = tiny_files["root"] / "extract"
+    extract(tiny_files["personas"], names, None, store, model=str(tiny_files["model"]), device="cpu", progress=False)
+    stored = load_features(store)
+    recs = preferences.read_preferences(tiny_files["personas"], personas=",".join(names))
+    ref, _ = resolve_backbone(str(tiny_files["model"]), "cpu", "float32")
+    model, tok = load_backbone(ref, device="cpu", dtype="float32", progress=False)
+    feats = preferences.featurise(recs, model, tok, batch_size=5, model_name=ref.name)
+    g = np.concatenate([stored[n]["g"] for n in names])
+    yes, no = (int(np.flatnonzero(feats["token_text"] == t)[0]) for t in (" Yes", " No"))
+    label = np.concatenate([stored[n]["label"] for n in names])
+    assert feats["multi_token"].sum() == 0 and feats["group_names"].tolist() == names
+    np.testing.assert_allclose(feats["G"], g, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(feats["logp"][:, yes], np.concatenate([stored[n]["ref_logp_yes"] for n in names]),
+                               rtol=0, atol=1e-5)
+    np.testing.assert_allclose(feats["logp"][:, no], np.concatenate([stored[n]["ref_logp_no"] for n in names]),
+                               rtol=0, atol=1e-5)
+    assert np.array_equal(feats["w"] == yes, label > 0) and np.array_equal(feats["l"] == no, label > 0)
