@@ -150,6 +150,7 @@ def stage_real(out: Path, small: bool, device: str) -> dict:
     commands call. A step that raises is recorded with its error and fails the stage."""
     import numpy as np
 
+    from dpolab.diagnose import run_diagnose
     from dpolab.sims.llm import commands, tiny
     from dpolab.sims.llm.extract import extract, load_features
 
@@ -168,7 +169,7 @@ def stage_real(out: Path, small: bool, device: str) -> dict:
                                                            model=model, device="cpu", progress=False),
         "train": lambda: commands.run_train(feats, root / "train", seeds=2, force=True,
                                             value_sets=commands.paper_value_sets([1, 2], personas, feats)),
-        "diagnose": lambda: commands.run_diagnose(feats, root / "diagnose", force=True),
+        "diagnose": lambda: run_diagnose(feats, root / "diagnose", quick=True, force=True, progress=False),
         "hh": lambda: commands.run_hh(hh, 12 if small else 200, root / "hh", seeds=1, model=model, device=device),
     }
     times, errors = {}, {}

@@ -218,11 +218,6 @@ def _parser() -> argparse.ArgumentParser:
     hh.add_argument("--seeds", type=int, default=5, help="split and flip seeds")
     _backbone_flags(hh)
     hh.add_argument("--out", metavar="DIR", required=True, help="features cache and results (hh_results.csv)")
-    dg = llm_sub.add_parser("diagnose", help="embedding structure and the theorem's conditions")
-    dg.add_argument("--features", required=True)
-    dg.add_argument("--model", help=MODEL_GUARD_HELP)
-    dg.add_argument("--out", metavar="DIR", required=True)
-    dg.add_argument("--force", action="store_true", help="replace an earlier llm diagnose run in --out")
 
     for name, text in (("repro", "regenerate the papers' figures and tables from stored results"),
                        ("audit", "answer the papers' open questions with experiments (audit.md)")):
@@ -237,6 +232,26 @@ def _parser() -> argparse.ArgumentParser:
         r.add_argument("--hh-path", metavar="FILE", help=HH_PATH_HELP)
         _figure_flags(r)
         _backbone_flags(r)
+
+    dg = sub.add_parser("diagnose", help="the theory as a diagnostic on your own preference data (report.md)")
+    dg.add_argument("data", help="a JSON-lines file (prompt, chosen, rejected[, group]; .gz too), an HH-RLHF "
+                    "file, a persona folder, an `llm extract` folder, or a features .npz")
+    dg.add_argument("--format", default="auto", choices=("auto", "jsonl", "hh", "persona", "extracted", "npz"),
+                    help="auto: a folder with an `llm extract` manifest is extracted, another folder persona, "
+                    ".npz is npz, a file without 'prompt' fields hh")
+    dg.add_argument("--group-field", default="group", help="the jsonl field naming a record's group (value)")
+    pick = dg.add_mutually_exclusive_group()
+    pick.add_argument("--personas", help="persona folder: comma-separated persona names")
+    pick.add_argument("--k-set", type=int, help="persona folder: the paper's set of this size (1, 2, 4, 8, 16)")
+    dg.add_argument("--limit", type=int, help="records to read (per persona for a folder; default all)")
+    dg.add_argument("--beta", type=float, default=0.01, help="DPO's β of the predictions (default 0.01)")
+    dg.add_argument("--threshold", type=float, default=0.05, help="target risk of the samples-per-value need")
+    dg.add_argument("--quick", action="store_true", help="a small synthetic twin (for the test suite)")
+    dg.add_argument("--out", metavar="DIR", required=True, help="output directory (report.md, report.json, figure)")
+    again = dg.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="finish an interrupted diagnose run in --out")
+    again.add_argument("--force", action="store_true", help="replace an earlier diagnose run in --out")
+    _backbone_flags(dg)
 
     c = sub.add_parser("bench", help="speed of the fast path against baselines and the memory floor")
     from dpolab.bench import SUITES as BENCH_SUITES
@@ -376,12 +391,18 @@ def _llm_command(args) -> int:
         for r in rows:
             print(f"K={r['K']:>2} seed={r['seed']} train margin {r['train_margin']:.4f} "
                   f"test error {r['test_error']:.4f}")
-    elif args.llm_command == "hh":
-        print(commands.run_hh(args.hh_path, args.limit, args.out, seeds=args.seeds, **_backbone(args).options()))
     else:
-        commands.check_features_model(args.features, args.model)
-        report = commands.run_diagnose(args.features, args.out, force=args.force)
-        print(json.dumps(report["structure"], indent=1, default=float))
+        print(commands.run_hh(args.hh_path, args.limit, args.out, seeds=args.seeds, **_backbone(args).options()))
+    return 0
+
+
+def _diagnose(args) -> int:
+    from dpolab.diagnose import run_diagnose
+
+    report = run_diagnose(args.data, args.out, fmt=args.format, group_field=args.group_field, personas=args.personas,
+                          k_set=args.k_set, limit=args.limit, beta=args.beta, threshold=args.threshold,
+                          quick=args.quick, backbone=_backbone(args), force=args.force, resume=args.resume)
+    print(report)
     return 0
 
 
@@ -452,7 +473,7 @@ def _experiments(args) -> int:
 
 #: commands that run JAX programs: the persistent compilation cache is on for them, and they end with a
 #: line on stderr saying how much of their time was compilation (`dpolab.xla`).
-COMPILING = ("verify", "sweep", "llm", "repro", "audit")
+COMPILING = ("verify", "sweep", "llm", "repro", "audit", "diagnose")
 
 
 def _with_compile_summary(command, args) -> int:
@@ -525,7 +546,7 @@ def main(argv=None) -> int:
         return stop.code
     try:
         commands = {"verify": _verify, "bounds": _bounds, "sweep": _sweep, "llm": _llm, "bench": _bench,
-                    "repro": _experiments, "audit": _experiments, "selftest": _selftest}
+                    "repro": _experiments, "audit": _experiments, "selftest": _selftest, "diagnose": _diagnose}
         if args.command in COMPILING:
             return _with_compile_summary(commands[args.command], args)
         return commands[args.command](args)

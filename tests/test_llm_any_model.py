@@ -99,10 +99,10 @@ def test_train_and_diagnose_on_the_tiny_model(files, features, tmp_path):
     traj = np.load(out / "K2_seed0.npz")
     assert traj["loss"][0] == pytest.approx(np.log(2), abs=1e-12) and traj["loss"][-1] < traj["loss"][0]
     assert json.loads((out / "manifest.json").read_text())["features_model"]["dtype"] == "float32"
-    assert main(["llm", "diagnose", "--features", str(features), "--out", str(tmp_path / "diag")]) == 0
-    report = json.loads((tmp_path / "diag" / "diagnose.json").read_text())
-    assert report["estimates"]["d"] == 32 and report["estimates"]["Z"] == 3
-    assert report["features_model"]["model"] == str(files["model"].resolve())
+    assert main(["diagnose", str(features), "--quick", "--out", str(tmp_path / "diag")]) == 0
+    report = json.loads((tmp_path / "diag" / "report.json").read_text())
+    assert report["conditions"]["d"] == 32 and report["conditions"]["Z"] == 3
+    assert report["model"]["model"] == str(files["model"].resolve())
 
 
 def test_reuse_and_one_model_per_folder(files, features, tmp_path, capsys):
@@ -121,8 +121,7 @@ def test_reuse_and_one_model_per_folder(files, features, tmp_path, capsys):
     _one_line_error(capsys, "out")
     assert {p.name: p.read_bytes() for p in features.iterdir()} == before
     # train / diagnose with --model refuse features of another model
-    assert main(["llm", "diagnose", "--features", str(features), "--model", str(other),
-                 "--out", str(tmp_path / "diag")]) == 2
+    assert main(["diagnose", str(features), "--model", str(other), "--out", str(tmp_path / "diag")]) == 2
     _one_line_error(capsys, "--model")
     assert not (tmp_path / "diag").exists()
 

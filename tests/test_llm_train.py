@@ -45,11 +45,11 @@ def test_train_paper_and_gd_protocols(features, tmp_path, capsys):
 
 def test_diagnose(features, tmp_path):
     out = tmp_path / "diag"
-    assert main(["llm", "diagnose", "--features", str(features), "--out", str(out)]) == 0
-    report = json.loads((out / "diagnose.json").read_text())
-    assert report["estimates"]["d"] == 640 and report["estimates"]["Z"] == 2
-    assert -1 <= report["structure"]["mean_cosine_before"] <= 1
-    assert np.load(out / "cosines.npz")["before"].shape == (2, 2)
+    assert main(["diagnose", str(features), "--quick", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["conditions"]["d"] == 640 and report["conditions"]["Z"] == 2
+    assert -1 <= report["conditions"]["structure"]["mean_cosine_before"] <= 1
+    assert report["data"]["groups"] == ["desire-for-no-human-oversight-sometimes", "agreeableness"]
 
 
 def test_real_suite_quick_has_no_failures():

@@ -1,4 +1,4 @@
-"""`dpolab llm train` and `dpolab llm diagnose`: stored features in, stored results out."""
+"""`dpolab llm train` and `dpolab llm hh`: stored features in, stored results out."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,6 @@ import numpy as np
 
 from dpolab.errors import InputError
 from dpolab.sims.llm.backbone import HH_BATCH_SIZE
-from dpolab.sims.llm.diagnose import data_model_estimates, embedding_structure
 from dpolab.sims.llm.extract import MANIFEST, load_features
 from dpolab.sims.llm.persona import PAPER_PERSONA_SETS, paper_persona_set
 from dpolab.sims.llm.train import PAPER_PROTOCOL, PersonaFeatures, per_value_means, train_split
@@ -156,26 +155,6 @@ def run_train(features_dir, out, *, value_sets: dict[int, list[str]], protocol="
     write_manifest(out, dict(manifest, **environment(), value_sets=value_sets, hyperparameters=proto,
                              features_model=model_key))
     return rows
-
-
-def run_diagnose(features_dir, out, *, force=False) -> dict:
-    """Embedding structure and data-model estimates of every stored persona; writes
-    `diagnose.json` and the cosine matrices (`cosines.npz`). An earlier run in `out` is replaced
-    only with `force`."""
-    personas = load_persona_features(features_dir)
-    out = Path(out)
-    prepare_out(out, "llm-diagnose", force=force, resume=False, key={"features": str(features_dir)},
-                resumable=False)
-    gs = [f.g.astype(np.float64) for f in personas.values()]
-    labels = [f.label for f in personas.values()]
-    struct, est = embedding_structure(gs, labels), data_model_estimates(gs, labels)
-    np.savez(out / "cosines.npz", before=struct.pop("cosine_before"), after=struct.pop("cosine_after"),
-             personas=np.asarray(list(personas)))
-    report = {"personas": list(personas), "features_model": load_features_manifest(features_dir).get("model_key"),
-              "structure": struct,
-              "estimates": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in est.items()}}
-    write_atomic(out / "diagnose.json", json.dumps(dict(environment(), **report), indent=1, default=float))
-    return report
 
 
 def run_hh(hh_path, limit, out, *, seeds=5, model=None, device="auto", dtype="float32", batch_size=HH_BATCH_SIZE,

@@ -7,6 +7,7 @@ Formats (`FORMATS`; "auto" picks by the path):
   hh       HH-RLHF lines: "chosen" and "rejected" whole dialogues (the prompt is their shared start).
   persona  a folder of Anthropic persona files: group = persona, prompt = `question`, chosen =
            `answer_matching_behavior`, rejected = the other answer (`--personas` / `--k-set`).
+  extracted  a folder written by `dpolab llm extract` (persona features of one model; no texts).
   npz      features already computed: G (N, d), w and l (N,) token indices, optional group (N,)
            and logp (N, U) reference log-probs of the U used tokens (see `load_features_npz`).
 
@@ -31,7 +32,8 @@ import numpy as np
 
 from dpolab.errors import InputError
 
-FORMATS = ("auto", "jsonl", "hh", "persona", "npz")
+FORMATS = ("auto", "jsonl", "hh", "persona", "extracted", "npz")
+FEATURE_FORMATS = ("extracted", "npz")  # features already computed: no model, no texts
 NPZ_FIELDS = {"G": "(N, d) float features", "w": "(N,) int chosen token index in 0..U-1",
               "l": "(N,) int rejected token index", "group": "optional (N,) int group id",
               "logp": "optional (N, U) reference log-probs of the used tokens (default: uniform over U)"}
@@ -49,10 +51,13 @@ class Preference(NamedTuple):
 
 
 def detect_format(path: Path) -> str:
-    """The format "auto" means for `path`: persona for a folder, npz for `.npz`, else jsonl (the
-    first record without a "prompt" field makes it hh)."""
+    """The format "auto" means for `path`: extracted for a folder with an `llm extract` manifest,
+    persona for another folder, npz for `.npz`, else jsonl (the first record without a "prompt"
+    field makes it hh)."""
+    from dpolab.sims.llm.extract import MANIFEST
+
     if path.is_dir():
-        return "persona"
+        return "extracted" if (path / MANIFEST).is_file() else "persona"
     if path.suffix == ".npz":
         return "npz"
     for _, row in _json_lines(path):
@@ -155,8 +160,8 @@ def read_preferences(data, *, fmt: str = "auto", group_field: str = "group", per
     if not path.exists():
         raise InputError(f"data: {str(path)!r} does not exist")
     fmt = detect_format(path) if fmt == "auto" else fmt
-    if fmt == "npz":
-        raise InputError("format='npz' is not allowed here: a features file is read by load_features_npz")
+    if fmt in FEATURE_FORMATS:
+        raise InputError(f"format={fmt!r} is not allowed here: features are read by load_features")
     if fmt == "persona":
         records = _persona_records(path, personas, k_set, limit)
     else:
@@ -239,6 +244,26 @@ def featurise(records: list[Preference], model, tokenizer, *, batch_size: int, m
             "group": group.astype(np.int64), "group_names": group_names, "multi_token": np.asarray(multi),
             "line": np.asarray([r.line for r in records], dtype=np.int64),
             "source": np.asarray([r.source for r in records])}
+
+
+def load_features(path, fmt) -> dict[str, np.ndarray]:
+    """The features of a FEATURE_FORMATS input, as `featurise` returns them."""
+    if fmt == "npz":
+        return load_features_npz(path)
+    from dpolab.sims.llm.extract import load_features as load_extracted
+
+    stored = load_extracted(path)
+    names = list(stored)
+    label = np.concatenate([stored[n]["label"] for n in names]).astype(np.int64)
+    yes = (label > 0).astype(np.int64)  # used tokens: 0 = " No", 1 = " Yes"
+    return {"G": np.concatenate([stored[n]["g"] for n in names]), "w": yes, "l": 1 - yes,
+            "tokens": np.arange(2), "token_text": np.asarray([" No", " Yes"]),
+            "logp": np.concatenate([np.stack([stored[n]["ref_logp_no"], stored[n]["ref_logp_yes"]], axis=1)
+                                    for n in names]),
+            "group": np.concatenate([np.full(len(stored[n]["label"]), k) for k, n in enumerate(names)]),
+            "group_names": np.asarray(names), "multi_token": np.zeros(len(label), dtype=bool),
+            "line": np.concatenate([stored[n]["line"] + 1 for n in names]),
+            "source": np.concatenate([[f"{n}.jsonl"] * len(stored[n]["label"]) for n in names])}
 
 
 def load_features_npz(path) -> dict[str, np.ndarray]:
