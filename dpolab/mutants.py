@@ -327,3 +327,38 @@ MUTANTS += (
       "token rewards from logits without the log-partition: multi-token margins stop depending on W_0",
       ("im-li/multi-token-w0",), (_COV + "::test_multi_token_margins_depend_on_w0_single_token_do_not",)),
 )
+
+# ---- issue #15 part 3, hidden context: the BT fit aggregates by the Borda count ------------------
+_HC = "tests/test_hidden_context.py"
+MUTANTS += (
+    M("hidden_context.borda-columns", "theory/hidden_context.py", "return P.sum(axis=1) - np.diag(P)",
+      "return P.sum(axis=0) - np.diag(P)", "the Borda count from column sums (losses, not wins)",
+      ("hidden-context/borda-order", "hidden-context/nonuniform-pairs"),
+      (_HC + "::test_borda_count_and_scores_golden",)),
+    M("hidden_context.weighted-borda-columns", "theory/hidden_context.py", "return (W * P).sum(axis=1)",
+      "return (W * P).sum(axis=0)", "the weighted scores from column sums", ("hidden-context/nonuniform-pairs",),
+      (_HC + "::test_nonuniform_example_breaks_the_borda_order_but_keeps_the_weighted_scores",)),
+    M("hidden_context.line-margin-scale", "theory/hidden_context.py",
+      "return sum(w * expit(s * gap) for w, s in zip(weights, slopes)) - 0.5",
+      "return sum(w * expit(s * gap / 4) for w, s in zip(weights, slopes)) - 0.5",
+      "the 1-D win margin with the gap a quarter of its size", ("hidden-context/eu-reversal",),
+      (_HC + "::test_one_d_example_closed_forms_and_reversal",)),
+    M("hidden_context.eu-unweighted", "theory/hidden_context.py", "eu = w @ r", "eu = r.mean(axis=0)",
+      "expected utility without the type weights", ("hidden-context/eu-reversal",),
+      (_HC + "::test_one_d_example_closed_forms_and_reversal",)),
+    M("hidden_context.borda-fit-gauge", "theory/hidden_context.py", "            return r - r.mean()",
+      "            return r", "the fit from Borda counts in the r_0 = 0 gauge, not mean zero",
+      ("hidden-context/borda-sufficient",),
+      (_HC + "::test_fit_from_borda_matches_an_independent_minimiser_in_the_mean_zero_gauge",)),
+    M("hidden_context.cycle-open", "theory/hidden_context.py", "for a, b in zip(c, c[1:] + c[:1]):",
+      "for a, b in zip(c, c[1:]):", "the flow along an open path (row sums change at its ends)",
+      ("hidden-context/borda-sufficient",), (_HC + "::test_add_cycle_is_a_zero_row_sum_flow",)),
+    M("hidden_context.additive-xtol", "theory/hidden_context.py", "xtol=1e-15, rtol=4 * np.finfo(float).eps",
+      "xtol=1e-3, rtol=4 * np.finfo(float).eps", "the additive spacing d solved only to 1e-3",
+      ("hidden-context/eirr-vs-eu",),
+      (_HC + "::test_additive_reversal_has_zero_eirr_and_reversed_expected_utility",)),
+    M("hidden_context.balanced-orientation", "sims/hidden_context.py", "first = rng.binomial(types, a[:, i, j].T)",
+      "first = rng.binomial(types, a[:, j, i].T)", "the balanced sampler's first item wins with the second's "
+      "probability", ("hidden-context/finite-sample",),
+      (_HC + "::test_balanced_sampler_compares_every_pair_m_times_with_the_mixture_probability",)),
+)
