@@ -59,13 +59,14 @@ def _features(path, fmt, out, request, read_kw, backbone, progress):
     if stored is not None:
         return stored[0], records
     from dpolab.progress import Progress
-    from dpolab.sims.llm.backbone import HH_BATCH_SIZE, load_backbone, resolve_backbone
+    from dpolab.sims.llm.backbone import HH_BATCH_SIZE, PERSONA_BATCH_SIZE, load_backbone, resolve_backbone
 
+    batch = HH_BATCH_SIZE if fmt == "hh" else PERSONA_BATCH_SIZE  # long dialogues, short prompts
     ref, device = resolve_backbone(backbone.model, backbone.device, backbone.dtype)
     model, tokenizer = load_backbone(ref, device=device, dtype=backbone.dtype, cache_dir=backbone.cache_dir,
                                      progress=progress)
     with Progress(desc="diagnose features", unit="record", quiet=not progress).reset(len(records)) as bar:
-        feats = preferences.featurise(records, model, tokenizer, batch_size=backbone.batch_size or HH_BATCH_SIZE,
+        feats = preferences.featurise(records, model, tokenizer, batch_size=backbone.batch_size or batch,
                                       model_name=ref.name, bar=bar)
     return save_record(out, "features", feats, {"request": request}), records
 

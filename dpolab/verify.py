@@ -157,7 +157,7 @@ def default_out() -> Path:
 
 
 def _short(value, width=60) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=float)
+    text = value if isinstance(value, str) else json.dumps(value, default=float, ensure_ascii=False)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
