@@ -13,6 +13,7 @@ import pytest
 from scipy.special import expit
 
 from dpolab.checks import samplers as checks
+from dpolab.checks.result import OPEN
 from dpolab.errors import InputError
 from dpolab.sims.bandit import BanditInstance
 from dpolab.sims.samplers import (
@@ -136,7 +137,12 @@ def test_simulator_matches_the_scalar_recursion(two_action_runs, kind):
 def test_checks_pass_in_quick_mode_with_rates_in_their_bands():
     for check_id, fn in checks.CHECKS.items():
         result = fn(True)
-        assert result.verdict == "pass", (check_id, result.measured)
+        expected = "finding" if check_id in OPEN else "pass"
+        assert result.verdict == expected, (check_id, result.measured)
+    # the finding: Mix-P never overshoots its start, Mix-R does once the reward gaps are large
+    found = checks.mix_from_reference(True).measured
+    assert all(found[f"mix-p, scale {s:g}"]["max ‖e_n‖/‖e_0‖"] <= 1.0 + 1e-12 for s in checks.GLOBAL_SCALES)
+    assert found["mix-r, scale 3"]["max ‖e_n‖/‖e_0‖"] > 10.0
     rows = checks.uniform_linear_rate(True).measured
     assert all(abs(np.log(r["rho_fit"]) - np.log(r["rho"])) <= r["band"] <= 1e-2 for r in rows)
     for sampler in ("mix-r", "mix-p"):
