@@ -362,3 +362,36 @@ MUTANTS += (
       "probability", ("hidden-context/finite-sample",),
       (_HC + "::test_balanced_sampler_compares_every_pair_m_times_with_the_mixture_probability",)),
 )
+
+# ---- issue #15 part 4, samplers: exact-gradient DPO's linear (uniform) and quadratic (Mix-R/P) rates --
+_SA = "tests/test_samplers.py"
+MUTANTS += (
+    M("samplers.hessian-factor", "theory/samplers.py",
+      "return 2.0 * _beta(beta)**2 * laplacian(", "return 1.0 * _beta(beta)**2 * laplacian(",
+      "the population Hessian with β² for 2β² (ordered pairs counted once)", ("samplers/hessian-closed-form",),
+      (_SA + "::test_hessian_matches_autodiff",)),
+    M("samplers.uniform-rate-4-to-3", "theory/samplers.py", "return float(1.0 - 4.0 / r.shape[1] *",
+      "return float(1.0 - 3.0 / r.shape[1] *", "ρ_unif = 1 − (3/A)·λ₂: the predicted linear rate too slow",
+      ("samplers/uniform-linear-rate",), (_SA + "::test_uniform_rate_golden_two_actions",)),
+    M("samplers.quadratic-coefficient", "theory/samplers.py", "q = _beta(beta) / (2 * A) * np.sum(",
+      "q = _beta(beta) / A * np.sum(", "the quadratic map Q twice too large",
+      ("samplers/mix-r-quadratic", "samplers/mix-p-quadratic"), (_SA + "::test_quadratic_map_golden",)),
+    M("samplers.mixture-exponent", "sims/samplers.py", "minus = jax.nn.softmax(-reward, axis=-1)",
+      "minus = jax.nn.softmax(-0.5 * reward, axis=-1)",
+      "π⁻ ∝ exp(−r/2): the mixture's pair law no longer cancels the curvature (H ≠ κI, rate linear)",
+      ("samplers/hessian-closed-form", "samplers/mix-r-quadratic", "samplers/mix-p-quadratic"),
+      (_SA + "::test_mixture_sampler_is_the_closed_form_pair_law",)),
+    M("samplers.newton-step", "sims/samplers.py", "/ (beta**2 * A) * params.step_scale",
+      "/ (beta**2 * (A + 0.2)) * params.step_scale", "the mixed samplers' step 5% short of Newton's",
+      ("samplers/mix-r-quadratic", "samplers/mix-p-quadratic"),
+      (_SA + "::test_simulator_matches_the_scalar_recursion",)),
+    M("samplers.mix-p-at-optimum", "sims/samplers.py",
+      "w_p, n_p = mixture_pair_probs(beta * (inst.phi @ (theta - inst.theta0)))",
+      "w_p, n_p = mixture_pair_probs(inst.phi @ inst.omega)",
+      "Mix-P weighted by r* instead of the iterate's implicit reward (it becomes Mix-R: Q's sign flips)",
+      ("samplers/mix-p-quadratic",), (_SA + "::test_simulator_matches_the_scalar_recursion",)),
+    M("samplers.uniform-distinct-pairs", "sims/samplers.py", "uniform = jnp.full((S, A, A), 1.0 / (S * A**2))",
+      "uniform = jnp.full((S, A, A), 1.0 / (S * A * (A - 1)))",
+      "the vanilla sampler's pair law as distinct pairs: η·H scaled by A/(A − 1), another rate",
+      ("samplers/uniform-linear-rate",), (_SA + "::test_simulator_matches_the_scalar_recursion",)),
+)

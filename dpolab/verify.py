@@ -27,7 +27,7 @@ VERDICT_MARK = {"pass": "PASS", "fail": "FAIL", "finding": "FINDING"}
 SUITES: dict[str, tuple[str, ...]] = {
     "im-li": ("dynamics", "generalization"),
     "mixture": ("mixture",),
-    "phenomena": ("hidden_context",),
+    "phenomena": ("hidden_context", "samplers"),
     "ranking": ("ranking",),
     "rdpo": ("rdpo",),
     "real": ("real",),

@@ -19,6 +19,7 @@ ITEMS = (
     "chen_ranking",
     "mixture_error",
     "hidden_context",
+    "sampler_rates",
 )
 
 
