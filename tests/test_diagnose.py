@@ -52,7 +52,8 @@ def test_formats_and_limits(tmp_path):
     assert len(preferences.read_preferences(path, limit=2)) == 2
     hh = tmp_path / "hh.jsonl.gz"
     with gzip.open(hh, "wt", encoding="utf-8") as f:
-        f.write(json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go"}))
+        f.write(json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: hello",
+                            "rejected": "\n\nHuman: hi\n\nAssistant: go"}))
     assert preferences.detect_format(hh) == "hh"
     (rec,) = preferences.read_preferences(hh)
     assert rec.prompt == "" and rec.chosen.endswith("hello") and rec.group == ""
@@ -144,3 +145,90 @@ def test_persona_records_map_onto_the_extracted_features(tiny_files):
     np.testing.assert_allclose(feats["logp"][:, no], np.concatenate([stored[n]["ref_logp_no"] for n in names]),
                                rtol=0, atol=1e-5)
     assert np.array_equal(feats["w"] == yes, label > 0) and np.array_equal(feats["l"] == no, label > 0)
+
+
+def _tiny_prefs(path):
+    """Two groups, each with both orders of " Yes"/" No" (Im & Li's two clusters per value), a
+    shared prompt on which the groups disagree, and one multi-token record."""
+    from dpolab.sims.llm import tiny
+
+    rows = []
+    for k, group in enumerate(("kind", "bold")):
+        for i in range(6):
+            yes = i % 2 == 0
+            rows.append({"prompt": tiny.QUESTION.format(statement=tiny._statement(3 * k + 1, i)), "group": group,
+                         "chosen": " Yes" if yes else " No", "rejected": " No" if yes else " Yes"})
+    rows.append(dict(rows[0], group="bold", chosen=" No", rejected=" Yes"))
+    rows.append({"prompt": "tell me", "chosen": " kindness and art", "rejected": " kindness or risk", "group": "kind"})
+    return _jsonl(path, rows)
+
+
+def _velocity_reference(G, w, l, logp, beta, eta=1e-7):
+    """d log π/dt at r = 0 by a finite gradient-descent step in plain numpy: the used rows move by
+    η(β/N)Σ_i σ(0)(e_w − e_l)g_iᵀ; log π(u|x_j) changes by δ_u − log(1 + Σ_v π_v(e^{δ_v} − 1)), the
+    unused tokens' mass 1 − Σ_v π_v staying put (full-vocabulary normalisation)."""
+    N, U = len(w), logp.shape[1]
+    E = np.zeros((N, U))
+    E[np.arange(N), w] += 1.0
+    E[np.arange(N), l] -= 1.0
+    dW = eta * beta / N * 0.5 * E.T @ G  # (U, d)
+    delta = G @ dW.T  # (N, U)
+    p = np.exp(logp)
+    new = logp + delta - np.log1p(np.sum(p * np.expm1(delta), axis=1, keepdims=True))
+    change = (new - logp) / eta
+    rows = np.arange(N)
+    margin = beta * (delta[rows, w] - delta[rows, l]) / eta
+    return change[rows, w], margin
+
+
+def test_diagnose_end_to_end_on_a_tiny_model(tiny_files, tmp_path, capsys):
+    data = _tiny_prefs(tmp_path / "prefs.jsonl")
+    out = tmp_path / "diag"
+    args = ["diagnose", str(data), "--model", str(tiny_files["model"]), "--device", "cpu", "--quick",
+            "--out", str(out)]
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["records"] == 14 and report["data"]["groups"] == ["bold", "kind"]
+    assert report["data"]["multi_token_records"] == 1
+    cond = report["conditions"]
+    assert cond["measurable"] and cond["K"] == 2 and cond["Z"] == 2 and cond["outside_model"] == 1
+    assert cond["cluster_sizes"] == [[4, 3], [3, 3]] or cond["cluster_sizes"] == [[3, 4], [3, 3]]
+    assert report["twin"]["ran"] and [r["Q"] for r in report["twin"]["rows"]] == [2, 8]
+    assert report["disagreement"]["shared"] == 1 and report["disagreement"]["disagreeing"] == 1
+    assert report["disagreement"]["subgroup_loss"] == pytest.approx(np.log(2), rel=1e-12)  # a = (1, 0), w = ½
+    with np.load(out / "features.npz") as z:
+        f = {k: z[k] for k in z.files}
+    chosen, margin = _velocity_reference(f["G"].astype(np.float64), f["w"], f["l"], f["logp"], beta=0.01)
+    displaced = (chosen < 0) & (margin > 0)
+    assert report["displacement"]["fraction"] == pytest.approx(displaced.mean(), abs=1e-12)
+    assert report["displacement"]["margin_falls"] == pytest.approx(np.mean(margin <= 0), abs=1e-12)
+    md = (out / "report.md").read_text()
+    assert "## Learning order" in md and "**Verdict:**" in md and (out / "diagnosis.png").exists()
+    # never overwritten silently; --resume reuses the stored features; --force replaces the run
+    stamp = (out / "features.npz").stat().st_mtime_ns
+    assert main(args) == 2 and "--resume finishes it" in capsys.readouterr().err
+    assert main(args + ["--resume"]) == 0 and (out / "features.npz").stat().st_mtime_ns == stamp
+    assert json.loads((out / "report.json").read_text())["displacement"] == report["displacement"]
+    # the same features as an .npz give the same predictions without a model
+    npz = tmp_path / "feats.npz"
+    np.savez(npz, G=f["G"], w=f["w"], l=f["l"], logp=f["logp"], group=f["group"])
+    assert main(["diagnose", str(npz), "--quick", "--out", str(tmp_path / "diag_npz")]) == 0
+    again = json.loads((tmp_path / "diag_npz" / "report.json").read_text())
+    assert again["displacement"] == report["displacement"] and again["disagreement"] is None
+    names = report["data"]["groups"]  # an .npz names groups by their integer ids
+    assert [names[int(g)] for g in again["learning_order"]["order"]] == report["learning_order"]["order"]
+
+
+@pytest.mark.parametrize("field, arrays, expect", [
+    ("G", dict(G=np.zeros((0, 3)), w=np.zeros(0, int), l=np.zeros(0, int)), "field 'G'"),
+    ("w", dict(G=np.ones((2, 3)), w=np.array([0.5, 1.0]), l=np.array([1, 0])), "field 'w'"),
+    ("same", dict(G=np.ones((2, 3)), w=np.array([0, 1]), l=np.array([0, 0])), "record 0: w == l"),
+    ("logp", dict(G=np.ones((2, 3)), w=np.array([0, 1]), l=np.array([1, 0]), logp=np.zeros((2, 2))), "field 'logp'"),
+    ("missing", dict(G=np.ones((2, 3)), w=np.array([0, 1])), "lacks field 'l'"),
+])
+def test_bad_features_files_name_the_field(tmp_path, field, arrays, expect):
+    path = tmp_path / "f.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(InputError, match="data: ") as err:
+        preferences.load_features_npz(path)
+    assert expect in str(err.value)
