@@ -27,6 +27,7 @@ VERDICT_MARK = {"pass": "PASS", "fail": "FAIL", "finding": "FINDING"}
 SUITES: dict[str, tuple[str, ...]] = {
     "im-li": ("dynamics", "generalization"),
     "mixture": ("mixture",),
+    "phenomena": ("displacement",),
     "ranking": ("ranking",),
     "rdpo": ("rdpo",),
     "real": ("real",),
