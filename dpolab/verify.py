@@ -30,7 +30,7 @@ SUITES: dict[str, tuple[str, ...]] = {
     "phenomena": ("displacement",),
     "ranking": ("ranking",),
     "rdpo": ("rdpo",),
-    "real": ("real",),
+    "real": ("real", "real_displacement"),
     "audit": ("audit",),
     "gpu": ("gpu",),
 }
