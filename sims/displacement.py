@@ -44,6 +44,7 @@ class TokenData(NamedTuple):
     """N training samples with arbitrary used tokens (a pytree).
 
     g: (N, d) features. chosen, rejected: (N,) used-token indices of y_w, y_l. value: (N,) value k.
+    flipped: (N,) bool, the label was flipped (y_w is the cluster's dispreferred token).
     ref_logits: (N, U) reference logits (W_0 g)_u of the used tokens. ref_lse_rest: (N,)
     log Σ_{y unused} exp((W_0 g)_y), which training never changes.
     """
@@ -52,6 +53,7 @@ class TokenData(NamedTuple):
     chosen: jnp.ndarray
     rejected: jnp.ndarray
     value: jnp.ndarray
+    flipped: jnp.ndarray
     ref_logits: jnp.ndarray
     ref_lse_rest: jnp.ndarray
 
@@ -74,7 +76,7 @@ def sample_token_data(key, spec: DataSpec, params: SimParams, structure: str) ->
     chosen = jnp.where(label > 0, a[value], b[value])
     rejected = jnp.where(label > 0, b[value], a[value])
     logits = g @ reference_head(k_head, spec, params.ref_scale).T
-    return TokenData(g=g, chosen=chosen, rejected=rejected, value=jnp.asarray(value),
+    return TokenData(g=g, chosen=chosen, rejected=rejected, value=jnp.asarray(value), flipped=flipped,
                      ref_logits=logits[:, :n_used], ref_lse_rest=jax.nn.logsumexp(logits[:, n_used:], axis=1))
 
 
