@@ -27,10 +27,10 @@ VERDICT_MARK = {"pass": "PASS", "fail": "FAIL", "finding": "FINDING"}
 SUITES: dict[str, tuple[str, ...]] = {
     "im-li": ("dynamics", "generalization"),
     "mixture": ("mixture",),
-    "phenomena": ("hidden_context", "samplers"),
+    "phenomena": ("hidden_context", "samplers", "displacement"),
     "ranking": ("ranking",),
     "rdpo": ("rdpo",),
-    "real": ("real",),
+    "real": ("real", "real_displacement"),
     "audit": ("audit",),
     "gpu": ("gpu",),
 }

@@ -20,6 +20,7 @@ ITEMS = (
     "mixture_error",
     "hidden_context",
     "sampler_rates",
+    "likelihood_displacement",
 )
 
 
