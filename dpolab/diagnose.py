@@ -128,8 +128,8 @@ def twin_spec(cond, quick) -> dict:
 
 def twin(cond, out, quick, threshold) -> dict:
     """Section 3 (simulation): the twin's pooled held-out risk per Q and the needed Q."""
+    from dpolab.results import sweep_rows
     from dpolab.sims.risk import needed_q, pooled_risk
-    from dpolab.sims.sweep.run import sweep_rows
 
     if not cond["measurable"]:
         return {"ran": False, "why": cond["why"]}

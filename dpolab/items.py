@@ -83,7 +83,7 @@ class Context:
     def sweep(self, name: str, spec: dict) -> dict[str, np.ndarray]:
         """Runs (or resumes) a sweep of the sweep engine into `dir/sweeps/<name>`; returns its
         summary read back through `dpolab.load`, one row per (point, seed) (`dpolab.results.rows`)."""
-        from dpolab.sims.sweep.run import sweep_rows
+        from dpolab.results import sweep_rows
 
         return sweep_rows(spec, self.dir / "sweeps" / name)
 

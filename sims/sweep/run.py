@@ -80,21 +80,3 @@ def progress_bar(total, initial, *, quiet):
 
     return Progress(desc="sweep", unit="chunk", quiet=quiet).reset(total, initial)
 
-
-def sweep_rows(spec: dict, out) -> dict:
-    """Runs, finishes or replaces the sweep of `spec` (a spec dict) in `out` and returns its summary
-    read back through `dpolab.load`, one row per (point, seed) (`dpolab.results.rows`).
-
-    A stored sweep of this very spec is finished (resumed chunk by chunk); one of another spec (an
-    older version of the caller) is replaced; `prepare_out` still refuses folders dpolab did not write.
-    """
-    from dpolab.results import load, rows
-    from dpolab.sims.sweep.spec import parse_spec
-    from dpolab.store import read_manifest
-
-    out = Path(out)
-    parsed = parse_spec(spec)
-    earlier = out.exists() and any(out.iterdir())
-    same = (read_manifest(out) or {}).get("key") == {"spec_hash": parsed.hash()}
-    run_spec(parsed, out, resume=earlier and same, force=earlier and not same, quiet=True)
-    return rows(load(out))
