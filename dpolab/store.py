@@ -120,7 +120,8 @@ OUTPUTS = {
     "repro": _ITEMS,
     "audit": _ITEMS + ("audit.md",),
     "llm-train": ("summary.csv", "K*_seed*.npz"),
-    "llm-diagnose": ("diagnose.json", "cosines.npz"),
+    "diagnose": ("report.json", "report.md", "features.npz", "features.json", "diagnosis.*", "diagnosis_twin.csv",
+                 "twin/*"),
     "bench": ("bench.json", "bench.md"),
 }
 _ALWAYS = ("manifest.json", "*.tmp", "*.tmp-*")  # every kind: its manifest, a write cut short

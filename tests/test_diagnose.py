@@ -209,6 +209,10 @@ def test_diagnose_end_to_end_on_a_tiny_model(tiny_files, tmp_path, capsys):
     assert main(args) == 2 and "--resume finishes it" in capsys.readouterr().err
     assert main(args + ["--resume"]) == 0 and (out / "features.npz").stat().st_mtime_ns == stamp
     assert json.loads((out / "report.json").read_text())["displacement"] == report["displacement"]
+    (out / "notes.txt").write_text("mine")  # a user's file: --force refuses to delete the folder
+    assert main(args + ["--force"]) == 2 and "notes.txt" in capsys.readouterr().err
+    (out / "notes.txt").unlink()
+    assert main(args + ["--force"]) == 0 and (out / "features.npz").stat().st_mtime_ns != stamp
     # the same features as an .npz give the same predictions without a model
     npz = tmp_path / "feats.npz"
     np.savez(npz, G=f["G"], w=f["w"], l=f["l"], logp=f["logp"], group=f["group"])
