@@ -27,9 +27,10 @@ VERDICT_MARK = {"pass": "PASS", "fail": "FAIL", "finding": "FINDING"}
 SUITES: dict[str, tuple[str, ...]] = {
     "im-li": ("dynamics", "generalization"),
     "mixture": ("mixture",),
+    "phenomena": ("learning_order",),
     "ranking": ("ranking",),
     "rdpo": ("rdpo",),
-    "real": ("real",),
+    "real": ("real", "real_learning_order"),
     "audit": ("audit",),
     "gpu": ("gpu",),
 }
