@@ -49,7 +49,7 @@ def noise_free_times(quick):
     realized = ids[np.argsort(t_sim, kind="stable")]
     ok = bool(np.all(err <= band) and first_step <= 1e-12 and np.array_equal(realized, pred["order"]))
     return CheckResult(
-        id="learning-order/noise-free-times",
+        id="phenomena/learning-order-times",
         reference="Im & Li 2024 (arXiv 2403.18742) learning order; our mean-field closed form",
         claim="with every sample of a value at the same margin, each value's mean margin crosses ℓ = 1 at "
               "the mean-field time predicted from the features (coupled through shared tokens), so the "
@@ -109,7 +109,7 @@ def noisy_order(quick):
     z_union = float(stats.norm.isf(0.001 / (2 * count)))
     ok = ok and d_z <= z_union and closed_err <= 1e-8 and max_disp <= 0.1
     return CheckResult(
-        id="learning-order/noisy-order",
+        id="phenomena/learning-order-noisy",
         reference="Im & Li 2024 (arXiv 2403.18742) learning order; our mean-field closed form and band",
         claim="with noise v > 0 the mean margin of each value (own token pair) crosses ℓ = 1 at the "
               "closed-form time (ℓ + e^ℓ − 1)/(2 v_k) within the first-order dispersion band, and values "
@@ -131,6 +131,6 @@ def noisy_order(quick):
 
 #: {check id: fn(quick) -> CheckResult | list[CheckResult]}, in run order.
 CHECKS = {
-    "learning-order/noise-free-times": noise_free_times,
-    "learning-order/noisy-order": noisy_order,
+    "phenomena/learning-order-times": noise_free_times,
+    "phenomena/learning-order-noisy": noisy_order,
 }

@@ -18,6 +18,7 @@ ITEMS = (
     "rdpo_noise",
     "chen_ranking",
     "mixture_error",
+    "learning_order",
 )
 
 
