@@ -63,6 +63,9 @@ def test_decoupled_prediction_is_the_closed_form_with_velocity_beta2_share_d2():
     np.testing.assert_allclose(lo.initial_velocity(G, w, l, grp, beta=2.0)[1], v, rtol=1e-14)
     np.testing.assert_allclose(p["predicted_time"], math.e / (2 * v), rtol=1e-8)
     assert p["order"].tolist() == [3, 2, 1, 0]
+    relabelled = lo.predict_order(G, w, l, 3 * grp + 7, beta=2.0, level=1.0)  # any int ids, sorted
+    assert relabelled["groups"].tolist() == [7, 10, 13, 16] and relabelled["order"].tolist() == [16, 13, 10, 7]
+    assert relabelled["predicted_time"].dtype == np.float64
 
 
 @pytest.mark.parametrize("tokens,cos,v", [("yes_no", 0.3, 0.0), ("distinct", 0.0, 0.0), ("yes_no", 0.5, 0.0)],
