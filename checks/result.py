@@ -26,6 +26,8 @@ OPEN: dict[str, str] = {
     "real/k-ordering": "real data: the theorem's conditions fail on Gemma features (see real/data-model)",
     "real/test-tracks-train": "real data: d > 5Q, anisotropic noise and shared tokens, outside the conditions",
     "real/data-model": "a measurement of the data model on real features; no claim to compare",
+    "real/learning-order": "real data: within-persona spread and Yes/No coupling put Gemma features outside "
+        "the mean-field band's conditions; the rank agreement is reported with its interval",
     "audit/q1-log-k": "open: whether Θ(log K) samples per value are necessary is not claimed by the paper "
         "(only sufficient); the audit measures what the dynamics show",
     "audit/q3-nonorthogonal": "outside the conditions: non-orthogonal values (ρ > 0) are not covered by "

@@ -27,10 +27,10 @@ VERDICT_MARK = {"pass": "PASS", "fail": "FAIL", "finding": "FINDING"}
 SUITES: dict[str, tuple[str, ...]] = {
     "im-li": ("dynamics", "generalization"),
     "mixture": ("mixture",),
-    "phenomena": ("hidden_context", "samplers", "displacement"),
+    "phenomena": ("hidden_context", "samplers", "displacement", "learning_order"),
     "ranking": ("ranking",),
     "rdpo": ("rdpo",),
-    "real": ("real", "real_displacement"),
+    "real": ("real", "real_displacement", "real_learning_order"),
     "audit": ("audit",),
     "gpu": ("gpu",),
 }

@@ -21,6 +21,7 @@ ITEMS = (
     "hidden_context",
     "sampler_rates",
     "likelihood_displacement",
+    "learning_order",
 )
 
 

@@ -26,7 +26,7 @@ def test_verify_quick_end_to_end(tmp_path, capsys, monkeypatch):
     assert report["meta"]["precision"] == "float64"
     md = (out / "report.md").read_text()
     assert all(f"## {cid} — " in md for cid in verdicts)
-    assert {c.split("/")[0] for c in verdicts} == {"im-li", "rdpo", "ranking", "mixture", "audit", "gpu"}
+    assert {c.split("/")[0] for c in verdicts} == {"im-li", "rdpo", "ranking", "mixture", "audit", "gpu", "phenomena"}
     assert report["meta"]["model"] is None  # suite real did not run: no model to record
     for name in ("im-li__thm4.2-sandwich.npz", "im-li__q-star-table.npz"):
         assert (out / "results" / name).exists()
