@@ -111,7 +111,7 @@ def velocity_autodiff(quick):
             signs_ok &= bool(np.all(disp.displaced(v) == ((ref["chosen"] < 0) & (ref["margin"] > 0))))
     tol = 1e3 * EPS64
     return CheckResult(
-        id="displacement/velocity-autodiff", reference="ours (theory/displacement.py); Razin et al. 2025 §4",
+        id="phenomena/displacement-velocity-autodiff", reference="ours (theory/displacement.py); Razin et al. 2025 §4",
         claim="d log π(y|x_j)/dt = A_{j,y} − Σ_u π_j(u)A_{j,u} and the exact one-step change with the "
               "full-vocabulary partition log(1 + Σ_u π_j(u)(e^{δ_u} − 1)) equal autodiff of the explicit model",
         predicted=0.0, measured={"max rel. velocity error": worst_v, "max one-step error": worst_s,
@@ -149,7 +149,7 @@ def step_vs_simulation(quick):
     tol = 64 * EPS64 * 10  # |log π| ≲ 10: a few ulp of the log-probs the two sides subtract
     slope_ok = all(abs(s - 1.0) <= 0.05 for s in slopes.values())
     return CheckResult(
-        id="displacement/step-vs-simulation", reference="ours (theory/displacement.py)",
+        id="phenomena/displacement-step-vs-simulation", reference="ours (theory/displacement.py)",
         claim="the exact one-step change of log π(y_w|x_j) and r_j matches the exact simulator sample by "
               "sample (sign and size); step/η → velocity at rate O(η)",
         predicted={"|Δ − sim|": 0.0, "error slope in η": 1.0},
@@ -187,7 +187,7 @@ def one_pair_never(quick):
             displaced_count += int(disp.displaced(v).sum())
     tol = 1e-12
     return CheckResult(
-        id="displacement/one-pair-never", reference="ours (theory/displacement.py; the Yes/No persona task)",
+        id="phenomena/displacement-one-pair-never", reference="ours (theory/displacement.py; the Yes/No persona task)",
         claim="with one token pair for every sample d log π(y_w)/dt = (1 − π_w + π_l)/(2β)·dr/dt and, for "
               "GD and Adam at any time, log π_t(y_w) − log π_0(y_w) = a − log(1 + π_0(y_w)(e^a − 1) + "
               "π_0(y_l)(e^{−a} − 1)), a = r/(2β): no sample is ever displaced",
@@ -226,7 +226,7 @@ def fraction_vs_structure(quick):
             table[f"{structure} K={K}"] = round(float(masks[0].mean()), 4)
     zero_one_pair = all(v == 0 for k, v in table.items() if k.startswith("one-pair"))
     return CheckResult(
-        id="displacement/fraction-vs-structure", reference="ours; Razin et al. 2025 (displacement needs "
+        id="phenomena/displacement-fraction-vs-structure", reference="ours; Razin et al. 2025 (displacement needs "
         "similar representations of conflicting responses)",
         claim="the predicted displaced set at r = 0 is what the simulation shows after a small step, is "
               "identical for every β, and is empty when all samples share one token pair",
@@ -242,8 +242,8 @@ def fraction_vs_structure(quick):
 
 #: {check id: fn(quick) -> CheckResult | list[CheckResult]}, in run order.
 CHECKS = {
-    "displacement/velocity-autodiff": velocity_autodiff,
-    "displacement/step-vs-simulation": step_vs_simulation,
-    "displacement/one-pair-never": one_pair_never,
-    "displacement/fraction-vs-structure": fraction_vs_structure,
+    "phenomena/displacement-velocity-autodiff": velocity_autodiff,
+    "phenomena/displacement-step-vs-simulation": step_vs_simulation,
+    "phenomena/displacement-one-pair-never": one_pair_never,
+    "phenomena/displacement-fraction-vs-structure": fraction_vs_structure,
 }

@@ -84,7 +84,7 @@ def borda_order(quick):
     ok = (worst_stat <= 1e-11 and violations == 0 and bfgs_violations == 0 and bfgs_err <= 1e-5
           and abs(tie_fit[0] - tie_fit[1]) <= 1e-12)
     return CheckResult(
-        id="hidden-context/borda-order", reference=_REF,
+        id="phenomena/hidden-context-borda-order", reference=_REF,
         claim="with comparisons uniform over pairs, the population single-BT fit reproduces every "
               "item's Borda count (Σ_b σ(r̂_a − r̂_b) = BC(a)) and ranks a above b iff BC(a) > BC(b) "
               "— exactly, ties included",
@@ -123,7 +123,7 @@ def nonuniform_pairs(quick):
     reversed_ = bc[0] - bc[1] > 0.1 and fit[1] - fit[0] > 0.05 and ref[1] - ref[0] > 0.05
     ok = stat <= 1e-11 and reversed_ and uniform_v == 0 and float(np.max(np.abs(fit - ref))) <= 1e-5
     return CheckResult(
-        id="hidden-context/nonuniform-pairs", reference=_REF,
+        id="phenomena/hidden-context-nonuniform-pairs", reference=_REF,
         claim="the exact Borda order needs uniform pairs: under a comparison distribution W the fit "
               "reproduces the weighted scores Σ_b W_ab P_ab, and in the frozen instance ranks item 1 "
               "above item 0 although BC(0) > BC(1); uniform pairs on the same P keep the Borda order",
@@ -173,7 +173,7 @@ def eu_reversal(quick):
           and tau_fit == -1.0 and tau_ref == -1.0 and weak_dev <= weak_tol
           and H.order_agreement(weak, eu) == 1.0 and float(np.nanmax(z)) <= z_tol)
     return CheckResult(
-        id="hidden-context/eu-reversal", reference=_REF,
+        id="phenomena/hidden-context-eu-reversal", reference=_REF,
         claim="items a ∈ {0, ¼, ½, ¾, 1}; 70% have r = 8a, 30% have r = −40a: expected utility falls "
               "with a (slope −6.4) but every P(a ≻ b) with a > b exceeds 1/2, so Borda and the BT fit "
               "(population and sampled) rank the items in exactly the reverse order; scaled by "
@@ -208,7 +208,7 @@ def borda_sufficient(quick):
         eirr_change.append(cyc.kl - base.kl)
     ok = fit_moved <= 1e-11 and borda_err <= 1e-11 and min(np.abs(eirr_change)) > 1e-4
     return CheckResult(
-        id="hidden-context/borda-sufficient", reference=_REF,
+        id="phenomena/hidden-context-borda-sufficient", reference=_REF,
         claim="the population BT fit is a function of the Borda counts alone: adding δ around a "
               "directed 3-cycle of P (zero row sums) leaves r̂ unchanged and only moves E_irr, and "
               "solving s(r) = BC gives the same r̂ as the full fit",
@@ -245,7 +245,7 @@ def eirr_vs_eu(quick):
           and sc_fit.kl > 1e-6 and H.order_agreement(sc_fit.reward, sc_eu) == 1.0
           and H.order_agreement(sc_P.sum(axis=1), sc_eu) == 1.0)
     return CheckResult(
-        id="hidden-context/eirr-vs-eu", reference=_REF + "; THEORY §4 (E_irr)",
+        id="phenomena/hidden-context-eirr-vs-eu", reference=_REF + "; THEORY §4 (E_irr)",
         claim="E_irr = 0 (logit P additive) makes BT reproduce P exactly but does not make it agree "
               "with expected utility: items (0, d, 2d) on the 1-D example's line, with d solving "
               "g(2d) = 2g(d), have E_irr = 0 and the BT order the reverse of EU (so does any M = 2 "
@@ -283,7 +283,7 @@ def finite_sample(quick):
         iid_broken += _order_violations(iid.sum(axis=1), fit_from_counts(iid), tie=0.5)[0] > 0
     ok = violations == 0 and float(z.max()) <= z_tol
     return CheckResult(
-        id="hidden-context/finite-sample", reference=_REF,
+        id="phenomena/hidden-context-finite-sample", reference=_REF,
         claim="with every pair compared m times, the BT MLE ranks items exactly by their total wins "
               "(the empirical Borda count) in every seed, and its seed mean is the population fit "
               "(MIX four_items, E_irr > 0); with i.i.d. random pairs the wins order can break",
@@ -300,10 +300,10 @@ def finite_sample(quick):
 
 #: {check id: fn(quick) -> CheckResult | list[CheckResult]}, in run order.
 CHECKS = {
-    "hidden-context/borda-order": borda_order,
-    "hidden-context/nonuniform-pairs": nonuniform_pairs,
-    "hidden-context/eu-reversal": eu_reversal,
-    "hidden-context/borda-sufficient": borda_sufficient,
-    "hidden-context/eirr-vs-eu": eirr_vs_eu,
-    "hidden-context/finite-sample": finite_sample,
+    "phenomena/hidden-context-borda-order": borda_order,
+    "phenomena/hidden-context-nonuniform-pairs": nonuniform_pairs,
+    "phenomena/hidden-context-eu-reversal": eu_reversal,
+    "phenomena/hidden-context-borda-sufficient": borda_sufficient,
+    "phenomena/hidden-context-eirr-vs-eu": eirr_vs_eu,
+    "phenomena/hidden-context-finite-sample": finite_sample,
 }

@@ -36,7 +36,8 @@ OPEN: dict[str, str] = {
         "refined-bound violations at points inside the conditions make it fail",
     "audit/q5-adam": "open: no theorem covers Adam; the sign-descent margin is our own derivation, "
         "compared in its own test",
-    "samplers/mix-from-reference": "open: the quadratic rate of Mix-R/Mix-P is a local claim; how far from θ* it "
+    "phenomena/samplers-mix-from-reference":
+        "open: the quadratic rate of Mix-R/Mix-P is a local claim; how far from θ* it "
         "holds is not stated in a form we can compare, so the global behaviour from π_ref is measured only",
 }
 

@@ -106,7 +106,8 @@ def hessian_closed_form(quick):
             worst["mix W̄"] = max(worst["mix W̄"], float(np.abs(sym / W_bar.clip(1e-300) - 1)[W_bar > 0].max()))
     tol = EXACT
     return CheckResult(
-        id="samplers/hessian-closed-form", reference="Shi, Zhou & Du 2025 (setting); theory/samplers.py (ours)",
+        id="phenomena/samplers-hessian-closed-form",
+        reference="Shi, Zhou & Du 2025 (setting); theory/samplers.py (ours)",
         claim="the population DPO Hessian at θ* is 2β²·Lap(W∘s(d*)) per prompt; under the mixed sampler "
               "(uniform + π⁺⊗π⁻ mixed with α = A²/(A² + Z⁺Z⁻)) the pair law is 1/(2N·s(d*)) and H = (β²A/N)·I",
         predicted={"relative differences": 0.0},
@@ -152,7 +153,7 @@ def uniform_linear_rate(quick):
         rows.append({"beta": beta, "rho": rho, "rho_fit": float(np.exp(slope)), "|ρ − ρ_H|": abs(rho - rho_H),
                      "|slope − log ρ|": float(abs(slope - np.log(rho))), "band": band, "points": int(idx.size)})
     return CheckResult(
-        id="samplers/uniform-linear-rate", reference="Shi, Zhou & Du 2025 (linear rate of DPO-Unif); ρ ours",
+        id="phenomena/samplers-uniform-linear-rate", reference="Shi, Zhou & Du 2025 (linear rate of DPO-Unif); ρ ours",
         claim="exact-gradient DPO with the uniform sampler and step 2SA/β² converges linearly: log‖θ_n − θ*‖ "
               "falls with slope log ρ, ρ = 1 − (4/A)·min_x λ₂(Lap(σ(d*)σ(−d*))) = max|1 − ηλ(H)|, whatever β",
         predicted={"rho": [row.get("rho") for row in rows]},
@@ -195,7 +196,8 @@ def _quadratic(sampler, quick):
         ok &= abs(slope - pred) <= band
     label = {"mix-r": "Mix-R (reward-weighted)", "mix-p": "Mix-P (policy-weighted)"}[sampler]
     return CheckResult(
-        id=f"samplers/{sampler}-quadratic", reference="Shi, Zhou & Du 2025 (quadratic rate of DPO-Mix); Q ours",
+        id=f"phenomena/samplers-{sampler}-quadratic",
+        reference="Shi, Zhou & Du 2025 (quadratic rate of DPO-Mix); Q ours",
         claim=f"exact-gradient DPO with the {label} sampler at its Newton step N/(β²A) converges quadratically: "
               f"e_{{n+1}} = {'' if sampler == 'mix-r' else '−'}Q_R(e_n) + O(‖e_n‖³), so log‖e_{{n+1}}‖ vs "
               "log‖e_n‖ has slope 2 (up to the drift of the quadratic constant ĉ_n along the run)",
@@ -248,7 +250,8 @@ def mix_from_reference(quick):
                 "median steps (reached)": float(np.median(steps)) if steps else None,
                 "max ‖e_n‖/‖e_0‖": float(np.nanmax(rows / rows[:, :1]))}
     return CheckResult(
-        id="samplers/mix-from-reference", reference="Shi, Zhou & Du 2025 (quadratic rate; its region is ours to read)",
+        id="phenomena/samplers-mix-from-reference",
+        reference="Shi, Zhou & Du 2025 (quadratic rate; its region is ours to read)",
         claim="the mixed samplers' quadratic convergence is local: started at π_ref, Mix-R (weights fixed at "
               "θ*'s curvature 1/s(d*)) overshoots when reward gaps are large, Mix-P (weights at the iterate) does not",
         predicted="no prediction: the paper's conditions for the quadratic phase are not known to us",
@@ -259,9 +262,9 @@ def mix_from_reference(quick):
 
 #: {check id: fn(quick) -> CheckResult | list[CheckResult]}, in run order.
 CHECKS = {
-    "samplers/hessian-closed-form": hessian_closed_form,
-    "samplers/uniform-linear-rate": uniform_linear_rate,
-    "samplers/mix-r-quadratic": mix_r_quadratic,
-    "samplers/mix-p-quadratic": mix_p_quadratic,
-    "samplers/mix-from-reference": mix_from_reference,
+    "phenomena/samplers-hessian-closed-form": hessian_closed_form,
+    "phenomena/samplers-uniform-linear-rate": uniform_linear_rate,
+    "phenomena/samplers-mix-r-quadratic": mix_r_quadratic,
+    "phenomena/samplers-mix-p-quadratic": mix_p_quadratic,
+    "phenomena/samplers-mix-from-reference": mix_from_reference,
 }

@@ -59,8 +59,8 @@ def test_real_suite_quick_has_no_failures():
     from dpolab.verify import run_checks
 
     results = run_checks("real", quick=True)
-    assert {r.id for r in results} == {"real/exact-logprobs", "real/k-ordering",
-                                       "real/test-tracks-train", "real/data-model"}
+    assert {r.id for r in results} == {"real/exact-logprobs", "real/k-ordering", "real/test-tracks-train",
+                                       "real/data-model", "real/displacement-yes-no", "real/learning-order"}
     assert all(r.verdict != "fail" for r in results), [(r.id, r.measured) for r in results]
     assert next(r for r in results if r.id == "real/exact-logprobs").measured < 1e-4
 
