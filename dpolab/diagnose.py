@@ -25,6 +25,7 @@ A run is resumable: features are stored before the twin's sweep, which resumes c
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -116,13 +117,22 @@ def samples_per_value(cond, threshold) -> dict:
 def twin_spec(cond, quick) -> dict:
     """The synthetic twin's sweep spec: the Im & Li data model with the measured K, d, v, l_b, token
     sharing (distinct tokens when Z = 1, shared " Yes"/" No" when Z = K, else groups of Z values per
-    pair) and mean value cosine (≥ 0), trained by GD to τ_1 at β = 1 over a grid of Q."""
+    pair) and mean value cosine (≥ 0), trained by GD to τ_1 at β = 1 over a grid of Q.
+
+    GD must follow the gradient flow the theory describes, not oscillate: the margin recursion
+    r ← r + (ηβ²/N)·C·σ(−r) has Jacobian norm ≤ ηβ²·m/2 with m = mean ‖x‖² = l_b² + 1 + v²d (C_ij =
+    ±2⟨x_i, x_j⟩, σ' ≤ 1/4, λ_max(XXᵀ)/N ≤ m), so the step count is raised until that is ≤ 1/2. Real
+    features have l_b ≫ 1/2 (a shared mean far larger than the values), where the default 40 steps
+    would make GD blow up along e_1 and split the samples by label, not by value."""
     cfg = TWIN[quick]
     tokens = "distinct" if cond["Z"] == 1 else "yes_no" if cond["Z"] == cond["K"] else "shared"
+    beta = 1.0
+    m = cond["lb"] ** 2 + 1.0 + cond["v"] ** 2 * cond["d"]
+    steps = max(cfg["steps"], math.ceil(im_li.tau_1(K=cond["K"], beta=beta) * beta**2 * m))
     return {"sweep": {"simulation": "im-li", "seeds": cfg["seeds"], "chunk_size": cfg["seeds"]},
             "fixed": {"K": cond["K"], "tokens": tokens, "Z": cond["Z"], "d": cond["d"], "v": cond["v"],
                       "lb": cond["lb"], "concept_cos": max(0.0, float(cond["concept_cosine_mean"])),
-                      "n_test": cfg["n_test"], "steps": cfg["steps"], "beta": 1.0},
+                      "n_test": cfg["n_test"], "steps": steps, "beta": beta},
             "grid": {"Q": list(cfg["Qs"])}}
 
 
@@ -247,7 +257,12 @@ def _json(x):
 
 
 def _fmt(x, digits=4):
-    return "none" if x is None else f"{x:.{digits}g}" if isinstance(x, float) else str(x)
+    """A number for the report: None is "none", NaN "n/a" (e.g. a cosine between groups with one group)."""
+    if x is None:
+        return "none"
+    if isinstance(x, float):
+        return "n/a" if np.isnan(x) else f"{x:.{digits}g}"
+    return str(x)
 
 
 def markdown(report: dict) -> str:
@@ -266,8 +281,9 @@ def markdown(report: dict) -> str:
                   f"v = {_fmt(cond['v'])}, d = {cond['d']}, smallest cluster Q = {cond['Q_min']}, effective noise "
                   f"rank {_fmt(cond['effective_rank'], 3)}, mean cosine between "
                   f"values {_fmt(cond['concept_cosine_mean'], 3)}, "
-                  f"orthogonality defect δ = {_fmt(cond['delta'], 3)}; {cond['outside_model']} records outside "
-                  "their group's answer pair.", "",
+                  f"orthogonality defect δ = {_fmt(cond['delta'], 3)}; estimated from the "
+                  f"{d['records'] - cond['outside_model']} records that answer with their group's most common "
+                  f"token pair ({cond['outside_model']} others are outside the data model).", "",
                   "Embedding statistics as in Im & Li's Figs 3, 6 and App. E (first-cluster embeddings rescaled to "
                   f"unit mean norm): mean cosine between groups {_fmt(st['mean_cosine_before'], 3)} before and "
                   f"{_fmt(st['mean_cosine_after'], 3)} after removing the shared mean, mean covariance Frobenius norm "

@@ -3,8 +3,9 @@
 Each entry breaks one thing the package claims (a constant of a theorem, a sign of a gradient, a
 normaliser of a loss, a sampling rule) in a temporary copy of the source (`dpolab.selftest`).
 `checks` are registered checks (keys of a `CHECKS` table, run in quick mode) of which at least one
-must return `fail`; `tests` are pytest node ids of which at least one must fail. A check or test
-that stops killing its mutant has lost its power: `tests/test_mutants.py` makes that a red build.
+must return `fail` (empty for a tool outside the registry, such as `diagnose`); `tests` are pytest
+node ids of which at least one must fail. A check or test that stops killing its mutant has lost
+its power: `tests/test_mutants.py` makes that a red build.
 
 Adding a formula or a simulator means adding its mutant here; a new check that is meant to guard
 something names the mutant that proves it can fail.
@@ -478,4 +479,19 @@ MUTANTS += (
     M("learning_order.crossing-last", "sims/learning_order.py", "j = above[0]", "j = above[-1]",
       "the crossing read at the last checkpoint above the level, not the first",
       ("phenomena/learning-order-times",), (_LO + "::test_crossing_times_interpolate_linearly_golden",)),
+)
+
+_DG = "tests/test_diagnose.py"
+MUTANTS += (
+    M("diagnose.twin-steps", "dpolab/diagnose.py",
+      'steps = max(cfg["steps"], math.ceil(im_li.tau_1(K=cond["K"], beta=beta) * beta**2 * m))',
+      'steps = cfg["steps"]',
+      "the twin's GD at a fixed 40 steps: unstable along the shared mean once l_b ≫ 1/2 (real features)",
+      (), (_DG + "::test_twin_follows_the_flow_when_the_shared_mean_dominates",)),
+    M("diagnose.disagreement-uniform", "sims/llm/diagnose.py", "w = n / n.sum()", "w = np.full(len(n), 1 / len(n))",
+      "groups weighted equally, not by how many of the comparison's records each gives",
+      (), (_DG + "::test_disagreement_against_a_hand_count",)),
+    M("diagnose.lowdin-root", "sims/llm/diagnose.py", "root = (vecs_ * np.sqrt(vals)) @ vecs_.T",
+      "root = (vecs_ * vals) @ vecs_.T", "the orthogonality defect from G, not G^{1/2} (Löwdin's closest basis)",
+      (), (_DG + "::test_clusters_and_orthogonality_defect",)),
 )

@@ -166,9 +166,11 @@ def run_all(mutants, *, jobs: int = 2, tests: bool = True, root: Path | None = N
 
 
 def score(outcomes) -> dict:
-    """Kill rates of the check registry and of the test suite over the table (a mutant that names
-    no check counts as a registry survivor), and which check results were never made to fail."""
+    """Kill rates of the check registry (over the mutants that name checks; one that names none
+    breaks a tool outside the registry, e.g. `diagnose`, which only tests guard) and of the test
+    suite over the table, and which check results were never made to fail."""
     with_tests = [o for o in outcomes if o.tests_killed is not None]
+    named = [o for o in outcomes if o.verdicts]
     seen, failed = set(), set()
     for o in outcomes:
         for by_id in o.verdicts.values():
@@ -176,9 +178,9 @@ def score(outcomes) -> dict:
             failed |= {rid for rid, v in by_id.items() if v == "fail"}
     return {
         "mutants": len(outcomes),
-        "registry_killed": sum(o.registry_killed for o in outcomes), "registry_total": len(outcomes),
+        "registry_killed": sum(o.registry_killed for o in named), "registry_total": len(named),
         "tests_killed": sum(bool(o.tests_killed) for o in with_tests), "tests_total": len(with_tests),
-        "survivors_registry": [o.name for o in outcomes if not o.registry_killed],
+        "survivors_registry": [o.name for o in named if not o.registry_killed],
         "survivors_tests": [o.name for o in with_tests if not o.tests_killed],
         "results_never_failed": sorted(seen - failed),
     }
@@ -191,7 +193,8 @@ def format_outcomes(outcomes, summary) -> str:
         fails = [rid for by_id in o.verdicts.values() for rid, v in by_id.items() if v == "fail"]
         errors = [rid for by_id in o.verdicts.values() for rid, v in by_id.items() if v.startswith("error")]
         tests = "—" if o.tests_killed is None else "killed" if o.tests_killed else "SURVIVED"
-        lines.append(f"{o.name:36s} {'killed' if o.registry_killed else 'SURVIVED':9s} {tests:6s} "
+        registry = "—" if not o.verdicts else "killed" if o.registry_killed else "SURVIVED"
+        lines.append(f"{o.name:36s} {registry:9s} {tests:6s} "
                      + ", ".join(fails + [f"{e} (error)" for e in errors]))
     lines.append(f"registry: {summary['registry_killed']}/{summary['registry_total']} killed; "
                  f"tests: {summary['tests_killed']}/{summary['tests_total']} killed")

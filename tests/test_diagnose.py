@@ -236,3 +236,23 @@ def test_bad_features_files_name_the_field(tmp_path, field, arrays, expect):
     with pytest.raises(InputError, match="data: ") as err:
         preferences.load_features_npz(path)
     assert expect in str(err.value)
+
+
+def test_twin_follows_the_flow_when_the_shared_mean_dominates(tmp_path):
+    """Real features have l_b ≫ 1/2; with too few steps GD blows up along e_1 and splits the
+    samples by label (train accuracy exactly 1/2), so the twin raises its step count. Here v is
+    small and the values are orthogonal, so the flow separates every training sample."""
+    import jax
+    import pandas as pd
+
+    from dpolab.diagnose import twin
+
+    jax.config.update("jax_enable_x64", True)
+    cond = {"measurable": True, "K": 2, "Z": 2, "d": 20, "v": 0.05, "lb": 12.0, "concept_cosine_mean": 0.0}
+    r = twin(cond, tmp_path, True, 0.05)
+    fixed = r["spec"]["fixed"]
+    m = fixed["lb"] ** 2 + 1.0 + fixed["v"] ** 2 * fixed["d"]
+    assert fixed["steps"] >= 0.439 * m  # τ_1(K=2, β=1) = 2·log 3/5
+    rows = pd.read_parquet(tmp_path / "twin" / "summary.parquet")
+    assert (rows["train_accuracy"] == 1.0).all(), rows[["Q", "seed", "train_accuracy"]]
+    assert all(row["risk"] < 0.5 for row in r["rows"])

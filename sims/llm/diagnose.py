@@ -16,7 +16,9 @@ from dpolab.theory import im_li
 
 
 def _cos(a):
-    unit = a / np.linalg.norm(a, axis=1, keepdims=True)
+    """Cosine matrix of a's rows; NaN for a zero row (one group minus its own mean)."""
+    norm = np.linalg.norm(a, axis=1, keepdims=True)
+    unit = np.divide(a, norm, out=np.full_like(a, np.nan, dtype=np.float64), where=norm > 0)
     return unit @ unit.T
 
 
