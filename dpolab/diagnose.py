@@ -96,6 +96,7 @@ def conditions(feats) -> dict:
     conds = im_li.conditions(Q=max(est["Q_min"], 1), d=est["d"], v=est["v"], lb=est["lb"], Z=Z, K=K, delta=delta)
     return out | {"measurable": True, "lb": est["lb"], "v": est["v"], "d": est["d"], "Q_min": est["Q_min"],
                   "effective_rank": est["effective_rank"], "concept_cosine_mean": est["concept_cosine_mean"],
+                  "concept_shared_cosine_mean": float(np.mean(est["concept_shared_cosine"])),
                   "c_norms": est["c_norms"].tolist(), "delta": delta, "structure": structure,
                   "conditions": [{"name": c.name, "value": c.value, "requirement": c.requirement, "holds": c.holds}
                                  for c in conds]}
@@ -151,7 +152,7 @@ def twin(cond, out, quick, threshold) -> dict:
         errors, n, risk, lo, hi = pooled_risk(s["test_risk"][s["Q"] == Q], 2 * cond["K"] * n_test)
         rows.append({"Q": Q, "errors": errors, "n": n, "risk": risk, "cp_low": lo, "cp_high": hi})
     need = needed_q([r["Q"] for r in rows], [r["cp_high"] < threshold for r in rows])
-    return {"ran": True, "spec": spec, "rows": rows, "needed_Q": None if np.isnan(need) else need}
+    return {"ran": True, "spec": spec, "rows": rows, "needed_Q": None if np.isnan(need) else int(need)}
 
 
 def displacement(feats, beta) -> dict:
@@ -280,7 +281,8 @@ def markdown(report: dict) -> str:
         lines += [f"Estimates (units: mean ‖c_k‖ = 1): K = {cond['K']}, Z = {cond['Z']}, l_b = {_fmt(cond['lb'])}, "
                   f"v = {_fmt(cond['v'])}, d = {cond['d']}, smallest cluster Q = {cond['Q_min']}, effective noise "
                   f"rank {_fmt(cond['effective_rank'], 3)}, mean cosine between "
-                  f"values {_fmt(cond['concept_cosine_mean'], 3)}, "
+                  f"values {_fmt(cond['concept_cosine_mean'], 3)}, mean cosine between a value and the shared mean "
+                  f"{_fmt(cond['concept_shared_cosine_mean'], 3)} (the model's: 0), "
                   f"orthogonality defect δ = {_fmt(cond['delta'], 3)}; estimated from the "
                   f"{d['records'] - cond['outside_model']} records that answer with their group's most common "
                   f"token pair ({cond['outside_model']} others are outside the data model).", "",
@@ -310,8 +312,12 @@ def markdown(report: dict) -> str:
                   "| Q | errors / n | risk | 95% CI |", "|---|---|---|---|"]
         lines += [f"| {r['Q']} | {r['errors']} / {r['n']} | {r['risk']:.4f} | [{r['cp_low']:.4f}, {r['cp_high']:.4f}] |"
                   for r in tw["rows"]]
-        lines += ["", f"Simulated need: Q = {_fmt(tw['needed_Q'])} (smallest grid Q from which the upper end is below "
-                  f"{report['threshold']:g}; — when the largest grid Q fails)."]
+        need, grid = tw["needed_Q"], [r["Q"] for r in tw["rows"]]
+        lines += ["", "Simulated need: " + (
+            f"none up to Q = {grid[-1]} (the upper end stays at or above {report['threshold']:g})." if need is None
+            else f"Q ≤ {need} (already the smallest grid Q has its upper end below {report['threshold']:g})."
+            if need == grid[0] else
+            f"Q = {need} (the smallest grid Q from which every upper end is below {report['threshold']:g}).")]
     else:
         lines += ["", f"Synthetic twin: not run ({tw['why']})."]
     dis = report["displacement"]

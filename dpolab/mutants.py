@@ -494,4 +494,9 @@ MUTANTS += (
     M("diagnose.lowdin-root", "sims/llm/diagnose.py", "root = (vecs_ * np.sqrt(vals)) @ vecs_.T",
       "root = (vecs_ * vals) @ vecs_.T", "the orthogonality defect from G, not G^{1/2} (Löwdin's closest basis)",
       (), (_DG + "::test_clusters_and_orthogonality_defect",)),
+    M("diagnose.concept-shared-row", "sims/llm/diagnose.py",
+      '"concept_shared_cosine": _cos(np.vstack([shared, c]))[0, 1:]',
+      '"concept_shared_cosine": _cos(np.vstack([shared, c]))[1, 1:]',
+      "a value's tilt towards the shared mean read from the first value's row", (),
+      (_DG + "::test_data_model_estimates_recover_a_noise_free_model",)),
 )

@@ -10,7 +10,7 @@ import pytest
 from dpolab.cli import main
 from dpolab.errors import InputError
 from dpolab.sims.llm import preferences
-from dpolab.sims.llm.diagnose import clusters, disagreement, orthogonality_defect
+from dpolab.sims.llm.diagnose import clusters, data_model_estimates, disagreement, orthogonality_defect
 
 
 def _jsonl(path, rows, raw=b""):
@@ -83,6 +83,24 @@ def test_clusters_and_orthogonality_defect():
     expect = np.sqrt(8 * (1 - np.cos((np.pi / 2 - theta) / 2)))
     assert orthogonality_defect(e[0], c) == pytest.approx(expect, rel=1e-9)
     assert orthogonality_defect(e[0], np.stack([e[1], e[1]])) == np.inf
+
+
+def test_data_model_estimates_recover_a_noise_free_model():
+    """Clusters l_b·e_1 ± c_k ± a·e_5 (two rows each): every estimate is known in closed form; the
+    second value leans 30° towards the shared mean, which the model forbids."""
+    d, lb, a, th = 6, 3.0, 0.2, np.deg2rad(30.0)
+    e = np.eye(d)
+    gs, labels = [], []
+    for c in (e[1], np.cos(th) * e[2] + np.sin(th) * e[0]):
+        gs.append(np.stack([lb * e[0] + s * c + t * a * e[4] for s in (1, -1) for t in (1, -1)]))
+        labels.append(np.array([1, 1, -1, -1]))
+    est = data_model_estimates(gs, labels)
+    assert est["lb"] == pytest.approx(lb, rel=1e-12)
+    assert est["c_norms"] == pytest.approx([1.0, 1.0], rel=1e-12)
+    assert est["concept_cosine_mean"] == pytest.approx(0.0, abs=1e-12)
+    assert est["concept_shared_cosine"] == pytest.approx([0.0, np.sin(th)], abs=1e-12)
+    assert est["v"] == pytest.approx(a / np.sqrt(d), rel=1e-12)
+    assert est["effective_rank"] == pytest.approx(1.0, rel=1e-12) and est["Q_min"] == 2
 
 
 def test_disagreement_against_a_hand_count():

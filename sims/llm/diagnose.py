@@ -69,6 +69,8 @@ def data_model_estimates(gs: list[np.ndarray], labels: list[np.ndarray], Z: int 
     conditions = im_li.conditions(Q=max(q, 1), d=d, v=v, lb=float(np.linalg.norm(shared)), Z=Z)
     return {"lb": float(np.linalg.norm(shared)), "c_norms": np.linalg.norm(c, axis=1),
             "concept_cosine_mean": _offdiag_mean(_cos(c)), "v": v,
+            # the model has c_k ⟂ e_1; a value's tilt towards the shared mean is what l_b amplifies
+            "concept_shared_cosine": _cos(np.vstack([shared, c]))[0, 1:],
             "v_per_dimension": np.sqrt(spectrum[::-1]),  # noise std along each principal axis
             "effective_rank": float(spectrum.sum() ** 2 / np.sum(spectrum**2)),
             "Z": Z, "d": d, "Q_min": q, "d_over_5Q": d / (5 * max(q, 1)),
