@@ -245,12 +245,6 @@ MUTANTS: tuple[Mutant, ...] = (
       "final = g @ direction <= 2e3 * (1 + jnp.abs(f))", "the Newton phase ends after its first step, "
       "leaving the optimum to the first-order polish", (),
       (_B + "::test_newton_alone_reaches_an_interior_optimum_to_rounding",)),
-    M("bandit.pair-index-collides", "sims/bandit.py", "return (s * A + a) * (A - 1) + b - (b > a)",
-      "return (s * A + a) * (A - 1) + b", "pair numbers that collide across rows (the grouped fit reads "
-      "the wrong counts)", ("rdpo/rate-n",), (_B + "::test_pair_numbers_name_each_rows_features",)),
-    M("bandit.pair-rows-reversed", "sims/bandit.py", "a, b = np.nonzero(~np.eye(A, dtype=bool))",
-      "b, a = np.nonzero(~np.eye(A, dtype=bool))", "the grouped fit's rows read loser minus winner",
-      ("rdpo/rate-n",), (_B + "::test_pair_counts_and_rows_give_the_same_fit",)),
     M("bandit.pair-difference", "sims/bandit.py", "    diff = phi_a - phi_b\n",
       "    diff = (phi_a - phi_b).at[:, 0].set(0.0)\n", "pairs lose one feature coordinate (d − 1 identified)",
       ("rdpo/rate-d",), (_B + "::" + _BT,)),
