@@ -185,14 +185,10 @@ def make_fit(spec: BanditSpec, *, tol=1e-10):
     Only the first `n_active` pairs are used (a dynamic count, so one compilation serves every
     sample size up to spec.n). Phase 1: damped Newton steps projected onto Θ_B (no margin moves by
     more than MAX_MARGIN_STEP per step; backtracking until the objective decreases; at most
-    NEWTON_STEPS, stopping when a step no longer lowers it, or after the full step taken once the
-    Newton decrement gᵀH⁻¹g ≈ 2(f − f*) is below what f resolves, 2e-13·(1 + |f|), where the
-    line search could no longer tell steps apart): the exact optimum in a few steps when it is
-    interior. Each point is visited by one pass over the rows (objective, gradient and Hessian
-    together; a trial the line search accepts is not evaluated again). Phase 2: projected Nesterov
-    steps of size 1/ℓ_s (ℓ_s = β²·c·λ_max(XᵀX/n), c the loss's curvature bound) until the
-    projected-gradient mapping is < tol·(1 + ‖θ − θ_0‖) or spec.steps steps were taken (optimum
-    on the boundary, or divergence).
+    NEWTON_STEPS, stopping when a step no longer lowers it): the exact optimum in a few steps
+    when it is interior. Phase 2: projected Nesterov steps of size 1/ℓ_s (ℓ_s = β²·c·λ_max(XᵀX/n), c the
+    loss's curvature bound) until the projected-gradient mapping is < tol·(1 + ‖θ − θ_0‖) or
+    spec.steps steps were taken (optimum on the boundary, or divergence).
     """
     value, weight, curvature = fit_loss(spec.loss)
     second = jax.grad(lambda z, e: -weight(z, e))  # d²loss/dz²
@@ -209,38 +205,32 @@ def make_fit(spec: BanditSpec, *, tol=1e-10):
         def gradient(theta):
             return -beta * ((mask * weight(margins(theta), eps)) @ x)
 
-        def at(theta):
-            """One pass over the rows: the objective, its gradient and its Hessian at θ."""
-            z = margins(theta)
-            curv = jax.vmap(second, in_axes=(0, None))(z, eps)
+        def newton_direction(theta):
+            curv = jax.vmap(second, in_axes=(0, None))(margins(theta), eps)
             hess = beta**2 * (x.T * (mask * curv)) @ x + 1e-12 * jnp.eye(x.shape[1])
-            return jnp.sum(mask * value(z, eps)), -beta * ((mask * weight(z, eps)) @ x), hess
+            step = jnp.linalg.solve(hess, gradient(theta))
+            # trust region: no margin moves by more than MAX_MARGIN_STEP in one Newton step
+            largest = beta * jnp.max(jnp.abs(x @ step) * (mask > 0))
+            return step * jnp.minimum(1.0, MAX_MARGIN_STEP / jnp.maximum(largest, 1e-300))
 
         def newton_step(carry):
-            theta, f, g, hess, _, k = carry
-            direction = jnp.linalg.solve(hess, g)
-            # Newton decrement λ² = gᵀH⁻¹g ≈ 2(f − f*): once it is below what f can resolve, the
-            # line search cannot tell steps apart; the full step is then the last one needed
-            final = g @ direction <= 2e-13 * (1 + jnp.abs(f))
-            # trust region: no margin moves by more than MAX_MARGIN_STEP in one Newton step
-            largest = beta * jnp.max(jnp.abs(x @ direction) * (mask > 0))
-            direction = direction * jnp.minimum(1.0, MAX_MARGIN_STEP / jnp.maximum(largest, 1e-300))
+            theta, f, _, k = carry
+            direction = newton_direction(theta)
 
             def shorter(c):  # backtrack until the projected step lowers the objective
-                t = c[0] / 2
-                trial = project(theta - t * direction, params.B)
-                return (t, trial, *at(trial))
+                t, _, _ = c
+                trial = project(theta - t * direction / 2, params.B)
+                return t / 2, trial, objective(trial)
 
             first = project(theta - direction, params.B)
-            t, trial, f_trial, g_trial, h_trial = jax.lax.while_loop(
-                lambda c: ~final & (c[2] >= f) & (c[0] > 2.0**-12), shorter, (1.0, first, *at(first)))
-            moved = final | (f_trial < f)
-            keep = lambda new, old: jnp.where(moved, new, old)
-            return (keep(trial, theta), keep(f_trial, f), keep(g_trial, g), keep(h_trial, hess),
-                    ~final & moved & (f - f_trial > 1e-15 * (1 + jnp.abs(f))), k + 1)
+            t, trial, f_trial = jax.lax.while_loop(
+                lambda c: (c[2] >= f) & (c[0] > 2.0**-12), shorter, (1.0, first, objective(first)))
+            moved = f_trial < f
+            return (jnp.where(moved, trial, theta), jnp.where(moved, f_trial, f),
+                    moved & (f - f_trial > 1e-15 * (1 + jnp.abs(f))), k + 1)
 
         def newton_continue(carry):
-            return carry[4] & (carry[5] < NEWTON_STEPS)
+            return carry[2] & (carry[3] < NEWTON_STEPS)
 
         smooth = beta**2 * curvature * jnp.linalg.eigvalsh((x.T * mask) @ x)[-1]
         lr = 1.0 / jnp.maximum(smooth, 1e-300)
@@ -260,7 +250,8 @@ def make_fit(spec: BanditSpec, *, tol=1e-10):
             return project(optax.apply_updates(theta, updates), params.B), state, k + 1
 
         start = project(inst.theta0, params.B)
-        after_newton = jax.lax.while_loop(newton_continue, newton_step, (start, *at(start), True, 0))[0]
+        after_newton, _, _, _ = jax.lax.while_loop(newton_continue, newton_step,
+                                                   (start, objective(start), True, 0))
         theta, _, k = jax.lax.while_loop(not_done, polish, (after_newton, opt.init(after_newton), 0))
         gmap = mapping(theta)
         growing = jnp.linalg.norm(theta - inst.theta0) > 1.01 * jnp.linalg.norm(after_newton - inst.theta0)

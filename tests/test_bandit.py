@@ -70,29 +70,6 @@ def test_fit_reaches_the_stationary_point():
     assert np.linalg.norm(grad) < 1e-10 and not bool(fits.diverged[0])
 
 
-# −dℓ/dz of each fitting loss, written out here (not imported): σ(−z) = 1/(1 + e^z)
-_WEIGHTS = {"dpo": lambda z, e: 1 / (1 + np.exp(z)),
-            "cdpo": lambda z, e: 1 / (1 + np.exp(z)) - e,
-            "rdpo": lambda z, e: 1 / (1 + np.exp(z)) + e / (1 - 2 * e),
-            "ipo": lambda z, e: 2 * (1 - z),
-            "ripo": lambda z, e: 2 * (1 - z) + 4 * e / (1 - 2 * e)}
-
-
-@pytest.mark.parametrize("loss", sorted(_WEIGHTS))
-def test_newton_alone_reaches_an_interior_optimum_to_rounding(loss):
-    """Interior optimum: the Newton phase ends at a gradient of rounding size and leaves nothing
-    to polish (a Newton phase that stops early leaves it to the first-order polish)."""
-    spec = BanditSpec(n=2000, loss=loss, steps=400)
-    params = make_bandit_params(eps=0.2, B=50.0, reward_scale=1.0)
-    fits, data, inst = run_bandit(spec, params, [0, 1])
-    for s in range(2):
-        x, theta = np.asarray(data.x[s]), np.asarray(fits.theta[s])
-        z = x @ (theta - np.asarray(inst.theta0))
-        grad = -_WEIGHTS[loss](z, 0.2) @ x / len(x)
-        assert np.linalg.norm(grad) < 1e-13 and int(fits.polish_steps[s]) == 0, (np.linalg.norm(grad), fits)
-        assert np.linalg.norm(theta) < 0.5 * params.B
-
-
 def test_projection():
     v = jnp.array([3.0, 4.0])
     np.testing.assert_allclose(np.asarray(project(v, 1.0)), [0.6, 0.8])
