@@ -442,7 +442,7 @@ def _selftest(args) -> int:
         raise InputError(f"jobs={args.jobs!r} is not allowed: jobs must be >= 1")
     mutants = select(args.only)
     progress = None if args.json else (
-        lambda o: print(f"  {o.name}: registry {'killed' if o.registry_killed else 'SURVIVED'}",
+        lambda o: print(f"  {o.name}: registry {o.registry}",
                         file=sys.stderr, flush=True))
     outcomes = run_all(mutants, jobs=args.jobs, tests=not args.no_tests, progress=progress)
     summary = score(outcomes)

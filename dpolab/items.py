@@ -154,6 +154,7 @@ def run_items(kind: str, items: dict, *, out, quick=False, only=None, force=Fals
                   "files": sorted(str(Path(f).relative_to(out)) for f in files)}
         manifest["items"][name] = entry
         write_manifest(out, manifest)
+        xla.relieve()
         if progress:
             progress.update(1)
     manifest.update(environment(), wall_s=round(time.perf_counter() - start, 1), xla=xla.since(compiled))

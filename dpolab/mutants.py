@@ -500,3 +500,10 @@ MUTANTS += (
       "a value's tilt towards the shared mean read from the first value's row", (),
       (_DG + "::test_data_model_estimates_recover_a_noise_free_model",)),
 )
+
+MUTANTS += (
+    M("xla.relieve-keeps-programs", "dpolab/xla.py", "    jax.clear_caches()\n", "    pass\n",
+      "the memory-mapping guard drops nothing: a long process reaches the kernel's cap and crashes",
+      (), ("tests/test_xla_cache.py::"
+           "test_relieve_drops_the_programs_jax_holds_once_past_the_share_of_the_mapping_cap",)),
+)

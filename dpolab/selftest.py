@@ -69,6 +69,11 @@ class Outcome:
     def as_json(self) -> dict:
         return dataclasses.asdict(self)
 
+    @property
+    def registry(self) -> str:
+        """"killed", "SURVIVED", or "—" for a mutant that names no check."""
+        return "—" if not self.verdicts else "killed" if self.registry_killed else "SURVIVED"
+
 
 def source_root() -> Path:
     """The checkout this package runs from (the mutant table names files relative to it)."""
@@ -193,8 +198,7 @@ def format_outcomes(outcomes, summary) -> str:
         fails = [rid for by_id in o.verdicts.values() for rid, v in by_id.items() if v == "fail"]
         errors = [rid for by_id in o.verdicts.values() for rid, v in by_id.items() if v.startswith("error")]
         tests = "—" if o.tests_killed is None else "killed" if o.tests_killed else "SURVIVED"
-        registry = "—" if not o.verdicts else "killed" if o.registry_killed else "SURVIVED"
-        lines.append(f"{o.name:36s} {registry:9s} {tests:6s} "
+        lines.append(f"{o.name:36s} {o.registry:9s} {tests:6s} "
                      + ", ".join(fails + [f"{e} (error)" for e in errors]))
     lines.append(f"registry: {summary['registry_killed']}/{summary['registry_total']} killed; "
                  f"tests: {summary['tests_killed']}/{summary['tests_total']} killed")

@@ -111,6 +111,7 @@ def run_checks(suite: str | None = None, *, quick: bool = False, only: str | Non
                 res.seconds = time.perf_counter() - start
             if on_done:
                 on_done(check_id, done)
+            xla.relieve()
             if progress:
                 progress.update(1)
         results.extend(done)

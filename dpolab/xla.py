@@ -23,6 +23,14 @@ If the folder cannot be created or written, the run goes on without the cache an
 
 `stats()` counts what this process compiled (programs, seconds, how many were loaded from the cache);
 `since(before)` is the difference, for a command's summary and manifest.
+
+Every compiled program JAX keeps in memory holds about a dozen memory mappings (its code and data
+sections), and Linux caps the mappings of one process (`vm.max_map_count`, 65,530 by default). A
+process that runs thousands of programs (a test worker, a long `verify`) reaches the cap: the next
+program then fails to load, and on jaxlib 0.10 the error it raises crashes the process in the C++
+unwinder (a segfault, seen in a test worker holding 65,350 mappings). `relieve()`, called between
+checks, items and tests, drops JAX's in-memory program caches once this process holds more than half
+the cap; programs needed again are reloaded from the persistent cache.
 """
 from __future__ import annotations
 
@@ -152,6 +160,33 @@ def stats() -> dict:
     _listen()
     folder = _state["enabled"]
     return dict(_counts, cache=str(folder) if folder else None)
+
+
+def mappings() -> tuple[int, int] | None:
+    """(memory mappings this process holds, the kernel's per-process cap), or None where the
+    kernel does not say (not Linux)."""
+    try:
+        with open("/proc/self/maps", "rb") as maps:
+            held = sum(1 for _ in maps)
+        return held, int(Path("/proc/sys/vm/max_map_count").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def relieve(share: float = 0.5) -> bool:
+    """Drops JAX's in-memory caches of compiled programs (and collects their executables) when this
+    process holds more than `share` of its memory-mapping cap (see the module's docstring). Cheap
+    when it does nothing (one read of /proc/self/maps). Returns whether it dropped them."""
+    held = mappings()
+    if held is None or held[0] <= share * held[1]:
+        return False
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
+    return True
 
 
 def since(before: dict) -> dict:

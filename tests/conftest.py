@@ -30,6 +30,14 @@ def audit_quick(tmp_path_factory):
     return _shared_run("audit", tmp_path_factory)
 
 
+@pytest.fixture(autouse=True)
+def _bounded_mappings():
+    """A worker runs thousands of programs: keep it under the kernel's memory-mapping cap
+    (`dpolab.xla.relieve`), which crashed a worker when it was reached."""
+    yield
+    xla.relieve()
+
+
 def pytest_collection_modifyitems(config, items):
     """Every test that uses an end-to-end fixture is `slow` (deselect with -m "not slow")."""
     for item in items:

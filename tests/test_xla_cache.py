@@ -1,6 +1,6 @@
 """The persistent XLA compilation cache (`dpolab.xla`): where it lives, that a second process loads
 what the first compiled (and says nothing about it on stderr), that an unusable folder only turns it
-off, and the compile-time meter."""
+off, and the compile-time meter, and the guard against the kernel's cap on memory mappings."""
 import json
 import os
 import subprocess
@@ -8,6 +8,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from dpolab import xla
 
@@ -84,3 +85,18 @@ def test_the_meter_counts_what_this_process_compiles():
     assert delta["programs"] == 1 and delta["compile_s"] > 0
     line = xla.summary(delta, wall_s=2 * delta["compile_s"])
     assert "1 programs" in line and "(50%)" in line
+
+
+def test_relieve_drops_the_programs_jax_holds_once_past_the_share_of_the_mapping_cap():
+    if xla.mappings() is None:
+        pytest.skip("this kernel does not report memory mappings")
+    xla.relieve(share=0.0)
+    base = xla.mappings()[0]
+    for n in range(401, 441):  # 40 shapes no other test uses: eager programs JAX keeps in memory
+        jnp.cos(jnp.full(n, 0.25)).block_until_ready()
+    held = xla.mappings()[0]
+    assert held > base + 80  # the programs hold mappings (a few to a dozen each)
+    assert not xla.relieve(share=1.0)  # never past the whole cap: nothing dropped
+    assert xla.mappings()[0] >= held - 10
+    assert xla.relieve(share=0.0)
+    assert xla.mappings()[0] - base < (held - base) / 2  # most of what they held is released
