@@ -129,12 +129,15 @@ def scipy_grid_loop(x, theta0, *, beta, eps_values, ns, options=None):
     return theta, fun, nit, sorted(messages)
 
 
-def numpy_newton_grid(x, theta0, *, beta, eps_values, ns, gtol=1e-10, max_iter=100):
+def numpy_newton_grid(x, theta0, *, beta, eps_values, ns, pair=None, rows=None, gtol=1e-10, max_iter=100):
     """Every (n, ε, seed) rDPO fit of the grid at once: vectorised damped Newton in NumPy.
 
     Args:
       x: (E, R, n_max, d) float64 features. theta0: (d,) start and reference parameter.
       beta: β. eps_values: (E,) flip rates. ns: (M,) sample sizes (fit m uses the first ns[m] pairs).
+      pair, rows: optional (E, R, n_max) pair numbers and (P, d) pair rows with x[e, r, i] =
+        rows[pair[e, r, i]] (`dpolab.sims.bandit.pair_rows`): every fit then reads its counts over
+        the P rows, which all fits share (the fast path's grouped rule), instead of its own rows.
       gtol: stop when every fit's max-abs gradient is below it (as the SciPy baseline's gtol).
       max_iter: the most Newton iterations.
     Returns:
@@ -142,32 +145,42 @@ def numpy_newton_grid(x, theta0, *, beta, eps_values, ns, gtol=1e-10, max_iter=1
     """
     n_eps, n_seeds, n_max, d = x.shape
     m = len(ns)
-    xs = np.broadcast_to(x, (m,) + x.shape).reshape(-1, n_max, d)  # (F, n_max, d), F = M·E·R
-    xt = np.ascontiguousarray(xs.transpose(0, 2, 1))  # (F, d, n_max), for the Hessian's BLAS calls
-    weight_rows = (np.arange(n_max)[None, :] < np.asarray(ns)[:, None]) / np.asarray(ns)[:, None]
-    rows = np.broadcast_to(weight_rows[:, None, None, :], (m, n_eps, n_seeds, n_max)).reshape(-1, n_max)
     eps = np.broadcast_to(np.asarray(eps_values, float)[None, :, None], (m, n_eps, n_seeds)).reshape(-1, 1)
     scale = 1.0 / (1.0 - 2.0 * eps)
+    if pair is None:
+        xs = np.broadcast_to(x, (m,) + x.shape).reshape(-1, n_max, d)  # (F, n_max, d), F = M·E·R
+        xt = np.ascontiguousarray(xs.transpose(0, 2, 1))  # (F, d, n_max), for the Hessian's BLAS calls
+        share = (np.arange(n_max)[None, :] < np.asarray(ns)[:, None]) / np.asarray(ns)[:, None]
+        share = np.broadcast_to(share[:, None, None, :], (m, n_eps, n_seeds, n_max)).reshape(-1, n_max)
+        margins = lambda delta: np.matmul(xs, delta[..., None])[..., 0]
+        reduce = lambda v: np.matmul(v[:, None, :], xs)[:, 0, :]
+        moment = lambda c: np.matmul(xt * c[:, None, :], xs)
+    else:
+        share = np.stack([np.bincount(pair[e, r, :n], minlength=len(rows)) / n
+                          for n in ns for e in range(n_eps) for r in range(n_seeds)])  # (F, P)
+        outer = (rows[:, :, None] * rows[:, None, :]).reshape(len(rows), d * d)
+        margins = lambda delta: delta @ rows.T
+        reduce = lambda v: v @ rows
+        moment = lambda c: (c @ outer).reshape(-1, d, d)
 
     def loss_and_z(theta):
-        z = beta * np.matmul(xs, (theta - theta0)[..., None])[..., 0]
+        z = beta * margins(theta - theta0)
         sp_pos = np.logaddexp(0.0, z)
         sp_neg = sp_pos - z  # softplus(−z) = softplus(z) − z
-        return np.sum(rows * scale * ((1.0 - eps) * sp_neg - eps * sp_pos), axis=1), z
+        return np.sum(share * scale * ((1.0 - eps) * sp_neg - eps * sp_pos), axis=1), z
 
-    theta = np.broadcast_to(np.asarray(theta0, float), (xs.shape[0], d)).copy()
+    theta = np.broadcast_to(np.asarray(theta0, float), (share.shape[0], d)).copy()
     loss, z = loss_and_z(theta)
     iters = 0
     while iters < max_iter:
         sig_neg = expit(-z)  # σ(−z); σ(z) = 1 − σ(−z)
         w = scale * ((1.0 - eps) * sig_neg + eps * (1.0 - sig_neg))
-        grad = -beta * np.matmul((rows * w)[:, None, :], xs)[:, 0, :]
+        grad = -beta * reduce(share * w)
         if np.max(np.abs(grad)) < gtol:
             break
-        curv = rows * sig_neg * (1.0 - sig_neg)
-        hess = beta**2 * np.matmul(xt * curv[:, None, :], xs) + 1e-12 * np.eye(d)
+        hess = beta**2 * moment(share * sig_neg * (1.0 - sig_neg)) + 1e-12 * np.eye(d)
         step = np.linalg.solve(hess, grad[..., None])[..., 0]
-        t = np.ones((xs.shape[0], 1))
+        t = np.ones((share.shape[0], 1))
         for _ in range(40):  # per-fit backtracking (Armijo) until every fit's loss decreases enough
             new_loss, new_z = loss_and_z(theta - t * step)
             bad = new_loss > loss - 1e-4 * t[:, 0] * np.sum(grad * step, axis=1) + 1e-15

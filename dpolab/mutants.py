@@ -241,6 +241,16 @@ MUTANTS: tuple[Mutant, ...] = (
       ("rdpo/rate-n",), (_B + "::" + _BT,)),
     M("bandit.projection", "sims/bandit.py", "return theta * jnp.minimum(1.0, radius / jnp.maximum(norm, 1e-300))",
       "return theta", "the fit is never projected onto the ball", ("rdpo/unboundedness",), (_B + "::test_projection",)),
+    M("bandit.newton-stops-early", "sims/bandit.py", "final = g @ direction <= 2e-13 * (1 + jnp.abs(f))",
+      "final = g @ direction <= 2e3 * (1 + jnp.abs(f))", "the Newton phase ends after its first step, "
+      "leaving the optimum to the first-order polish", (),
+      (_B + "::test_newton_alone_reaches_an_interior_optimum_to_rounding",)),
+    M("bandit.pair-index-collides", "sims/bandit.py", "return (s * A + a) * (A - 1) + b - (b > a)",
+      "return (s * A + a) * (A - 1) + b", "pair numbers that collide across rows (the grouped fit reads "
+      "the wrong counts)", ("rdpo/rate-n",), (_B + "::test_pair_numbers_name_each_rows_features",)),
+    M("bandit.pair-rows-reversed", "sims/bandit.py", "a, b = np.nonzero(~np.eye(A, dtype=bool))",
+      "b, a = np.nonzero(~np.eye(A, dtype=bool))", "the grouped fit's rows read loser minus winner",
+      ("rdpo/rate-n",), (_B + "::test_pair_counts_and_rows_give_the_same_fit",)),
     M("bandit.pair-difference", "sims/bandit.py", "    diff = phi_a - phi_b\n",
       "    diff = (phi_a - phi_b).at[:, 0].set(0.0)\n", "pairs lose one feature coordinate (d − 1 identified)",
       ("rdpo/rate-d",), (_B + "::" + _BT,)),

@@ -127,12 +127,35 @@ def make_instance(key, spec: BanditSpec, params: BanditParams) -> BanditInstance
 
 class PreferenceData(NamedTuple):
     """x: (n, d) φ(s, a_w) − φ(s, a_l) in the observed orientation. p: (n,) clean probability that
-    the observed winner is preferred. flipped: (n,) bool. state: (n,) context index."""
+    the observed winner is preferred. flipped: (n,) bool. state: (n,) context index. pair: (n,)
+    the observed (s, a_w, a_l) numbered as `pair_index` numbers it, so that x is
+    `pair_rows(inst)[pair]`; None for data not drawn from an instance (the fit then reads x)."""
 
     x: jnp.ndarray
     p: jnp.ndarray
     flipped: jnp.ndarray
     state: jnp.ndarray
+    pair: jnp.ndarray | None = None
+
+
+def pair_index(s, a, b, A):
+    """Row of the ordered pair (s, a, b), a ≠ b, in `pair_rows`: (s·A + a)·(A − 1) + b − [b > a]."""
+    return (s * A + a) * (A - 1) + b - (b > a)
+
+
+def pair_rows(inst: BanditInstance) -> jnp.ndarray:
+    """(S·A·(A − 1), d) φ(s, a) − φ(s, b) for every ordered pair of distinct actions."""
+    A = inst.phi.shape[1]
+    a, b = np.nonzero(~np.eye(A, dtype=bool))  # row-major: a, then b ≠ a increasing
+    return (inst.phi[:, a] - inst.phi[:, b]).reshape(-1, inst.phi.shape[-1])
+
+
+def grouped(spec: "BanditSpec") -> bool:
+    """The fit's path rule: read the data as counts over the S·A·(A − 1) ordered pairs (the
+    sufficient statistic: a row's loss depends on its pair only) when there are fewer of them
+    than rows, else read the n rows. Same objective, summed in another order (agreement to rounding is
+    tested); the counts are shared-row products that stay in cache, the rows are not."""
+    return spec.S * spec.A * (spec.A - 1) < spec.n
 
 
 def sample_pairs(key, spec: BanditSpec, inst: BanditInstance, params: BanditParams) -> PreferenceData:
@@ -150,8 +173,9 @@ def sample_pairs(key, spec: BanditSpec, inst: BanditInstance, params: BanditPara
     flipped = jax.random.uniform(k_f, (spec.n,)) < params.eps
     observed_a = a_wins ^ flipped
     sign = jnp.where(observed_a, 1.0, -1.0)
+    winner, loser = jnp.where(observed_a, a, b), jnp.where(observed_a, b, a)
     return PreferenceData(x=sign[:, None] * diff, p=jnp.where(observed_a, p_a, 1 - p_a),
-                          flipped=flipped, state=state)
+                          flipped=flipped, state=state, pair=pair_index(state, winner, loser, spec.A))
 
 
 class FitResult(NamedTuple):
@@ -185,79 +209,97 @@ def make_fit(spec: BanditSpec, *, tol=1e-10):
     Only the first `n_active` pairs are used (a dynamic count, so one compilation serves every
     sample size up to spec.n). Phase 1: damped Newton steps projected onto Θ_B (no margin moves by
     more than MAX_MARGIN_STEP per step; backtracking until the objective decreases; at most
-    NEWTON_STEPS, stopping when a step no longer lowers it): the exact optimum in a few steps
-    when it is interior. Phase 2: projected Nesterov steps of size 1/ℓ_s (ℓ_s = β²·c·λ_max(XᵀX/n), c the
-    loss's curvature bound) until the projected-gradient mapping is < tol·(1 + ‖θ − θ_0‖) or
-    spec.steps steps were taken (optimum on the boundary, or divergence).
+    NEWTON_STEPS, stopping when a step no longer lowers it, or after the full step taken once the
+    Newton decrement gᵀH⁻¹g ≈ 2(f − f*) is below what f resolves, 2e-13·(1 + |f|), where the
+    line search could no longer tell steps apart): the exact optimum in a few steps when it is
+    interior. Each point is visited by one pass over the rows (objective, gradient and Hessian
+    together; a trial the line search accepts is not evaluated again). Phase 2: projected Nesterov
+    steps of size 1/ℓ_s (ℓ_s = β²·c·λ_max(XᵀX/n), c the loss's curvature bound) until the
+    projected-gradient mapping is < tol·(1 + ‖θ − θ_0‖) or spec.steps steps were taken (optimum
+    on the boundary, or divergence).
     """
     value, weight, curvature = fit_loss(spec.loss)
     second = jax.grad(lambda z, e: -weight(z, e))  # d²loss/dz²
 
     def fit(data: PreferenceData, inst: BanditInstance, params: BanditParams, n_active=None):
         n = spec.n if n_active is None else n_active
-        mask = (jnp.arange(data.x.shape[0]) < n) / n
-        x, beta, eps = data.x, params.beta, params.eps
+        # each row's share of the mean loss: 1/n for the first n rows (or its pair's count / n)
+        x, share = data.x, (jnp.arange(data.x.shape[0]) < n) / n
+        # Σ_k share_k·c_k·x_k x_kᵀ: as a product with the rows' outer products when the rows are
+        # the pairs (shared by every fit of a vmapped batch), else as Xᵀ diag(share·c) X
+        second_moment = lambda c: (x.T * (share * c)) @ x
+        if data.pair is not None and grouped(spec):
+            x = pair_rows(inst)
+            share = jax.ops.segment_sum(share, data.pair, num_segments=x.shape[0])
+            outer = x[:, :, None] * x[:, None, :]
+            second_moment = lambda c: jnp.tensordot(share * c, outer, axes=1)
+        beta, eps = params.beta, params.eps
         margins = lambda theta: beta * (x @ (theta - inst.theta0))
 
-        def objective(theta):
-            return jnp.sum(mask * value(margins(theta), eps))
+        def value_grad(theta):
+            """One pass over the rows: the objective and its gradient at θ."""
+            z = margins(theta)
+            return jnp.sum(share * value(z, eps)), -beta * ((share * weight(z, eps)) @ x)
 
-        def gradient(theta):
-            return -beta * ((mask * weight(margins(theta), eps)) @ x)
-
-        def newton_direction(theta):
-            curv = jax.vmap(second, in_axes=(0, None))(margins(theta), eps)
-            hess = beta**2 * (x.T * (mask * curv)) @ x + 1e-12 * jnp.eye(x.shape[1])
-            step = jnp.linalg.solve(hess, gradient(theta))
-            # trust region: no margin moves by more than MAX_MARGIN_STEP in one Newton step
-            largest = beta * jnp.max(jnp.abs(x @ step) * (mask > 0))
-            return step * jnp.minimum(1.0, MAX_MARGIN_STEP / jnp.maximum(largest, 1e-300))
+        def at(theta):
+            """One pass over the rows: the objective, its gradient and its Hessian at θ."""
+            z = margins(theta)
+            curv = jax.vmap(second, in_axes=(0, None))(z, eps)
+            hess = beta**2 * second_moment(curv) + 1e-12 * jnp.eye(x.shape[1])
+            return jnp.sum(share * value(z, eps)), -beta * ((share * weight(z, eps)) @ x), hess
 
         def newton_step(carry):
-            theta, f, _, k = carry
-            direction = newton_direction(theta)
+            theta, f, g, hess, _, k = carry
+            direction = jnp.linalg.solve(hess, g)
+            # Newton decrement λ² = gᵀH⁻¹g ≈ 2(f − f*): once it is below what f can resolve, the
+            # line search cannot tell steps apart; the full step is then the last one needed
+            final = g @ direction <= 2e-13 * (1 + jnp.abs(f))
+            # trust region: no margin moves by more than MAX_MARGIN_STEP in one Newton step
+            largest = beta * jnp.max(jnp.abs(x @ direction) * (share > 0))
+            direction = direction * jnp.minimum(1.0, MAX_MARGIN_STEP / jnp.maximum(largest, 1e-300))
 
             def shorter(c):  # backtrack until the projected step lowers the objective
-                t, _, _ = c
-                trial = project(theta - t * direction / 2, params.B)
-                return t / 2, trial, objective(trial)
+                t = c[0] / 2
+                trial = project(theta - t * direction, params.B)
+                return (t, trial, *at(trial))
 
             first = project(theta - direction, params.B)
-            t, trial, f_trial = jax.lax.while_loop(
-                lambda c: (c[2] >= f) & (c[0] > 2.0**-12), shorter, (1.0, first, objective(first)))
-            moved = f_trial < f
-            return (jnp.where(moved, trial, theta), jnp.where(moved, f_trial, f),
-                    moved & (f - f_trial > 1e-15 * (1 + jnp.abs(f))), k + 1)
+            t, trial, f_trial, g_trial, h_trial = jax.lax.while_loop(
+                lambda c: ~final & (c[2] >= f) & (c[0] > 2.0**-12), shorter, (1.0, first, *at(first)))
+            moved = final | (f_trial < f)
+            keep = lambda new, old: jnp.where(moved, new, old)
+            return (keep(trial, theta), keep(f_trial, f), keep(g_trial, g), keep(h_trial, hess),
+                    ~final & moved & (f - f_trial > 1e-15 * (1 + jnp.abs(f))), k + 1)
 
         def newton_continue(carry):
-            return carry[2] & (carry[3] < NEWTON_STEPS)
+            return carry[4] & (carry[5] < NEWTON_STEPS)
 
-        smooth = beta**2 * curvature * jnp.linalg.eigvalsh((x.T * mask) @ x)[-1]
+        smooth = beta**2 * curvature * jnp.linalg.eigvalsh(second_moment(1.0))[-1]
         lr = 1.0 / jnp.maximum(smooth, 1e-300)
         opt = optax.sgd(1.0, momentum=0.9, nesterov=True)
 
-        def mapping(theta):
-            return jnp.linalg.norm(theta - project(theta - lr * gradient(theta), params.B)) / lr
+        def mapping(theta, g):  # g: the gradient at θ
+            return jnp.linalg.norm(theta - project(theta - lr * g, params.B)) / lr
 
         def not_done(carry):
-            theta, _, k = carry
-            small = mapping(theta) < tol * (1 + jnp.linalg.norm(theta - inst.theta0))
+            theta, _, g, _, k = carry
+            small = mapping(theta, g) < tol * (1 + jnp.linalg.norm(theta - inst.theta0))
             return (k < spec.steps) & ~small & jnp.all(jnp.isfinite(theta))
 
         def polish(carry):
-            theta, state, k = carry
-            updates, state = opt.update(lr * gradient(theta), state)
-            return project(optax.apply_updates(theta, updates), params.B), state, k + 1
+            theta, _, g, state, k = carry
+            updates, state = opt.update(lr * g, state)
+            theta = project(optax.apply_updates(theta, updates), params.B)
+            return (theta, *value_grad(theta), state, k + 1)
 
         start = project(inst.theta0, params.B)
-        after_newton, _, _, _ = jax.lax.while_loop(newton_continue, newton_step,
-                                                   (start, objective(start), True, 0))
-        theta, _, k = jax.lax.while_loop(not_done, polish, (after_newton, opt.init(after_newton), 0))
-        gmap = mapping(theta)
+        after_newton, f, g = jax.lax.while_loop(newton_continue, newton_step, (start, *at(start), True, 0))[:3]
+        theta, f, g, _, k = jax.lax.while_loop(not_done, polish, (after_newton, f, g, opt.init(after_newton), 0))
+        gmap = mapping(theta, g)
         growing = jnp.linalg.norm(theta - inst.theta0) > 1.01 * jnp.linalg.norm(after_newton - inst.theta0)
         converged = gmap < tol * (1 + jnp.linalg.norm(theta - inst.theta0))
         diverged = ~jnp.all(jnp.isfinite(theta)) | (~converged & growing)
-        return FitResult(theta=theta, loss=objective(theta), grad_mapping=gmap, polish_steps=k,
+        return FitResult(theta=theta, loss=f, grad_mapping=gmap, polish_steps=k,
                          diverged=diverged,
                          on_boundary=jnp.linalg.norm(theta) >= params.B * (1 - 1e-9))
 

@@ -11,10 +11,14 @@ from dpolab.checks import rdpo as checks_rdpo
 from dpolab.cli import main
 from dpolab.sims.bandit import (
     BanditSpec,
+    grouped,
     make_bandit_params,
     make_fit,
+    make_instance,
+    pair_rows,
     project,
     run_bandit,
+    sample_pairs,
 )
 
 
@@ -68,6 +72,54 @@ def test_fit_reaches_the_stationary_point():
     z = x @ (theta - np.asarray(inst.theta0))
     grad = -(1 / (1 + np.exp(z))) @ x / len(x)
     assert np.linalg.norm(grad) < 1e-10 and not bool(fits.diverged[0])
+
+
+# −dℓ/dz of each fitting loss, written out here (not imported): σ(−z) = 1/(1 + e^z)
+_WEIGHTS = {"dpo": lambda z, e: 1 / (1 + np.exp(z)),
+            "cdpo": lambda z, e: 1 / (1 + np.exp(z)) - e,
+            "rdpo": lambda z, e: 1 / (1 + np.exp(z)) + e / (1 - 2 * e),
+            "ipo": lambda z, e: 2 * (1 - z),
+            "ripo": lambda z, e: 2 * (1 - z) + 4 * e / (1 - 2 * e)}
+
+
+@pytest.mark.parametrize("loss", sorted(_WEIGHTS))
+def test_newton_alone_reaches_an_interior_optimum_to_rounding(loss):
+    """Interior optimum: the Newton phase ends at a gradient of rounding size and leaves nothing
+    to polish (a Newton phase that stops early leaves it to the first-order polish)."""
+    spec = BanditSpec(n=2000, loss=loss, steps=400)
+    params = make_bandit_params(eps=0.2, B=50.0, reward_scale=1.0)
+    fits, data, inst = run_bandit(spec, params, [0, 1])
+    for s in range(2):
+        x, theta = np.asarray(data.x[s]), np.asarray(fits.theta[s])
+        z = x @ (theta - np.asarray(inst.theta0))
+        grad = -_WEIGHTS[loss](z, 0.2) @ x / len(x)
+        assert np.linalg.norm(grad) < 1e-13 and int(fits.polish_steps[s]) == 0, (np.linalg.norm(grad), fits)
+        assert np.linalg.norm(theta) < 0.5 * params.B
+
+
+def test_pair_numbers_name_each_rows_features():
+    spec = BanditSpec(S=5, A=4, n=300)
+    params = make_bandit_params()
+    inst = make_instance(jax.random.key(3), spec, params)
+    data = sample_pairs(jax.random.key(4), spec, inst, params)
+    assert np.array_equal(np.asarray(pair_rows(inst))[np.asarray(data.pair)], np.asarray(data.x))
+    assert pair_rows(inst).shape == (5 * 4 * 3, spec.d) and int(data.pair.max()) < 5 * 4 * 3
+
+
+@pytest.mark.parametrize("loss", ["dpo", "rdpo", "ripo"])
+def test_pair_counts_and_rows_give_the_same_fit(loss):
+    """The grouped rule (n > S·A·(A−1): the fit reads pair counts) against the same data read row by
+    row (no pair numbers), for a prefix n_active too: the same objective summed in another order."""
+    spec = BanditSpec(S=4, A=4, n=600, loss=loss)
+    assert grouped(spec)
+    params = make_bandit_params(eps=0.2, B=50.0)
+    inst = make_instance(jax.random.key(5), spec, params)
+    data = sample_pairs(jax.random.key(6), spec, inst, params)
+    fit = jax.jit(make_fit(spec))
+    for n_active in (spec.n, 100):
+        by_pairs, by_rows = fit(data, inst, params, n_active), fit(data._replace(pair=None), inst, params, n_active)
+        np.testing.assert_allclose(np.asarray(by_pairs.theta), np.asarray(by_rows.theta), rtol=0, atol=1e-12)
+        assert abs(float(by_pairs.loss) - float(by_rows.loss)) <= 1e-14 * (1 + abs(float(by_rows.loss)))
 
 
 def test_projection():
