@@ -34,15 +34,16 @@ def using(backbone):
 
 def features(quick: bool):
     """{K: [PersonaFeatures]} for the paper's persona sets (quick: K ∈ {1, 2}, 60 statements)."""
-    return _extracted(quick, _current())[0]
+    return _extracted(quick, current())[0]
 
 
 def model_info(quick: bool) -> dict:
     """The features' manifest (`dpolab llm extract`'s): model name, vocab_size, hidden_size, ..."""
-    return _extracted(quick, _current())[1]
+    return _extracted(quick, current())[1]
 
 
-def _current():
+def current():
+    """The backbone the checks extract with here (`using`; default: the packaged Gemma in float32)."""
     from dpolab.sims.llm.backbone import Backbone
 
     return _BACKBONE.get() or Backbone()

@@ -150,6 +150,8 @@ def _parser() -> argparse.ArgumentParser:
     again.add_argument("--resume", action="store_true",
                    help="finish an interrupted run in --out, rerunning only unfinished checks")
     v.add_argument("--json", action="store_true", help="print report.json instead of the table")
+    v.add_argument("--jobs", type=int, help="checks run at once, each in a worker process (default: one "
+                   "per CPU core up to 4; 1 where a GPU or TPU plugin is installed)")
     _figure_flags(v)
     _backbone_flags(v)
 
@@ -281,7 +283,7 @@ def _verify(args) -> int:
     with _figure_preset(args), Progress(desc="verify", unit="check", quiet=args.quiet or args.json) as progress:
         results, out = run_verify(suite=args.suite, quick=args.quick, out=args.out, force=args.force,
                                   resume=args.resume, progress=progress, only=args.only,
-                                  backbone=_backbone(args))
+                                  backbone=_backbone(args), jobs=args.jobs)
     if args.json:
         print((out / "report.json").read_text(encoding="utf-8"))
     else:

@@ -517,3 +517,10 @@ MUTANTS += (
       (), ("tests/test_xla_cache.py::"
            "test_relieve_drops_the_programs_jax_holds_once_past_the_share_of_the_mapping_cap",)),
 )
+
+MUTANTS += (
+    M("verify.worker-float32", "dpolab/verify.py",
+      '    jax.config.update("jax_enable_x64", True)\n\n\ndef _worker_run', '    pass\n\n\ndef _worker_run',
+      "checks in worker processes (--jobs > 1) run in float32: their verdicts no longer mean float64 ones",
+      (), ("tests/test_verify.py::test_checks_in_worker_processes_give_what_one_process_gives",)),
+)

@@ -10,6 +10,7 @@ import datetime
 import difflib
 import importlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -76,10 +77,21 @@ def validate_only(suite: str | None, only: str | None) -> None:
                              f"here ({hint})")
 
 
+def default_jobs() -> int:
+    """Checks run at once by default: one per CPU core up to 4 (each process holds its own JAX and
+    programs), and 1 where a GPU or TPU plugin is installed (processes would share the device)."""
+    return 1 if xla.accelerator_plugin() else max(1, min(4, os.cpu_count() or 1))
+
+
+def validate_jobs(jobs) -> None:
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise InputError(f"jobs={jobs!r} is not allowed: jobs must be an integer >= 1")
+
+
 def run_checks(suite: str | None = None, *, quick: bool = False, only: str | None = None,
                progress=None,
                stored: Callable[[str], "list[CheckResult] | None"] | None = None,
-               on_done: Callable[[str, list], None] | None = None) -> list[CheckResult]:
+               on_done: Callable[[str, list], None] | None = None, jobs: int = 1) -> list[CheckResult]:
     """Runs the checks of one suite (None: every suite that can run here), or those whose id
     contains one of the comma-separated texts in `only`.
 
@@ -89,33 +101,106 @@ def run_checks(suite: str | None = None, *, quick: bool = False, only: str | Non
       stored: returns the results of a check completed by an earlier, interrupted run (or None);
         such checks are not run again.
       on_done: called with (check id, results) as soon as each check finishes.
+      jobs: checks run at once, each in a fresh worker process (`_pool`) when > 1. Every check
+        draws its own keys, so its results do not depend on where or in what order it runs.
     """
     validate_suite(suite)
+    validate_jobs(jobs)
     skip = unavailable_suites()
-    chosen = [(check_id, fn) for name in (SUITES if suite is None else (suite,)) if name not in skip
-              for check_id, fn in checks_of(name).items()
+    chosen = [check_id for name in (SUITES if suite is None else (suite,)) if name not in skip
+              for check_id in checks_of(name)
               if not only or any(o in check_id for o in only.split(","))]
-    earlier = {check_id: stored(check_id) if stored else None for check_id, _ in chosen}
+    done = {check_id: stored(check_id) if stored else None for check_id in chosen}
     if progress:
-        progress.reset(len(chosen), initial=sum(done is not None for done in earlier.values()))
-    results = []
-    for check_id, fn in chosen:
-        done = earlier[check_id]
-        if done is None:
-            if progress:
-                progress.start(check_id)
-            start = time.perf_counter()
-            out = fn(quick)
-            done = out if isinstance(out, list) else [out]
-            for res in done:
-                res.seconds = time.perf_counter() - start
-            if on_done:
-                on_done(check_id, done)
-            xla.relieve()
-            if progress:
-                progress.update(1)
-        results.extend(done)
+        progress.reset(len(chosen), initial=sum(d is not None for d in done.values()))
+    todo = [check_id for check_id in chosen if done[check_id] is None]
+    for check_id, results in (_serial(todo, quick, progress) if jobs == 1 else _pool(todo, quick, jobs, progress)):
+        done[check_id] = results
+        if on_done:
+            on_done(check_id, results)
+        xla.relieve()
+        if progress:
+            progress.update(1)
+    return [res for check_id in chosen for res in done[check_id]]
+
+
+def run_one(check_id: str, quick: bool) -> list[CheckResult]:
+    """The results of one registered check, timed."""
+    fn = next(table[check_id] for table in map(checks_of, SUITES) if check_id in table)
+    start = time.perf_counter()
+    out = fn(quick)
+    results = out if isinstance(out, list) else [out]
+    for res in results:
+        res.seconds = time.perf_counter() - start
     return results
+
+
+def _serial(todo, quick, progress):
+    for check_id in todo:
+        if progress:
+            progress.start(check_id)
+        yield check_id, run_one(check_id, quick)
+
+
+def _pool(todo, quick, jobs, progress):
+    """(check id, results) as worker processes finish them. The `real` checks go to one worker
+    together and first (they share one feature extraction, the longest step); every other check
+    is a task of its own, in run order. Each worker's compilations are added to this process's
+    meter (`xla.add`)."""
+    import concurrent.futures
+    import multiprocessing
+
+    from dpolab.checks import real
+
+    tasks = [[c for c in todo if c in real.CHECKS]] + [[c] for c in todo if c not in real.CHECKS]
+    tasks = [task for task in tasks if task]
+    if not tasks:
+        return
+    workers = min(jobs, len(tasks))
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked JAX runtime
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start) as pool:
+        pending = {pool.submit(_worker_run, task, quick, real.current()): task for task in tasks}
+        for future in _as_completed(pending, workers, progress):
+            finished, compiled, pid = future.result()
+            xla.add(compiled, pid)
+            yield from finished
+
+
+def _as_completed(pending: dict, workers: int, progress):
+    """The futures of `pending` ({future: task}, in submission order) as they finish; `progress`
+    is told what runs now: the first `workers` unfinished tasks (the pool takes them in order)."""
+    import concurrent.futures
+
+    left = dict(pending)
+    while left:
+        if progress:
+            progress.start(", ".join(c for task in list(left.values())[:workers] for c in task))
+        done, _ = concurrent.futures.wait(left, return_when=concurrent.futures.FIRST_COMPLETED)
+        for future in (f for f in pending if f in done):
+            del left[future]
+            yield future
+
+
+def _worker_start():
+    xla.enable_cache()  # before jax is loaded, as in every command
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
+def _worker_run(task, quick, backbone):
+    from dpolab.checks import real
+
+    before = xla.stats()
+    finished = []
+    for check_id in task:
+        with real.using(backbone):
+            results = run_one(check_id, quick)
+        for res in results:  # host arrays: what crosses processes and is stored
+            res.artifacts = {k: np.asarray(v) for k, v in res.artifacts.items()}
+        finished.append((check_id, results))
+        xla.relieve()
+    return finished, xla.since(before), os.getpid()
 
 
 def result_stem(check_id: str) -> str:
@@ -214,12 +299,13 @@ def real_model(suite: str | None, backbone) -> dict | None:
 
 
 def run_verify(*, suite=None, quick=False, out=None, force=False, resume=False, progress=None,
-               only=None, backbone=None):
+               only=None, backbone=None, jobs=None):
     """Runs the checks and writes report.json, report.md, results/*.npz and figures/ to `out`.
 
     Args:
       backbone: the `dpolab.sims.llm.backbone.Backbone` of the `real` checks (default: the packaged
         Gemma in float32); recorded in report.json's `meta.model`.
+      jobs: checks run at once (`run_checks`; None: `default_jobs()`); recorded in `meta.jobs`.
 
     Returns:
       (results, out_path).
@@ -233,8 +319,10 @@ def run_verify(*, suite=None, quick=False, out=None, force=False, resume=False, 
     from dpolab.sims.llm.backbone import Backbone, feature_key
 
     backbone = backbone or Backbone()
+    jobs = default_jobs() if jobs is None else jobs
     validate_suite(suite)
     validate_only(suite, only)
+    validate_jobs(jobs)
     model = real_model(suite, backbone)
     out = Path(out) if out else default_out()
     prepare_out(out, "verify", force=force, resume=resume, key={"quick": quick})
@@ -242,7 +330,7 @@ def run_verify(*, suite=None, quick=False, out=None, force=False, resume=False, 
     start, compiled = time.perf_counter(), xla.stats()
     with real.using(backbone):
         results = run_checks(suite, quick=quick, progress=progress, only=only, stored=store.load,
-                             on_done=store.save)
+                             on_done=store.save, jobs=jobs)
     (out / "results").mkdir(exist_ok=True)
     for r in results:  # one npz per result: what the figures are drawn from
         if r.artifacts:
@@ -250,7 +338,7 @@ def run_verify(*, suite=None, quick=False, out=None, force=False, resume=False, 
                      **{k: np.asarray(v) for k, v in r.artifacts.items()})
     with marked("quick run" if quick else None):
         make_all(out / "results", out / "figures")
-    meta = dict(environment(), suite=suite, quick=quick, out=str(out), model=model,
+    meta = dict(environment(), suite=suite, quick=quick, out=str(out), model=model, jobs=jobs,
                 wall_s=time.perf_counter() - start, xla=xla.since(compiled), suites_not_run=unavailable_suites())
     report = {"meta": meta, "checks": [r.as_json() for r in results]}
     write_atomic(out / "report.json", json.dumps(report, indent=1, default=float, ensure_ascii=False))

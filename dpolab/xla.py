@@ -48,6 +48,7 @@ MAX_BYTES = 2 * 1024**3
 
 _state: dict = {"enabled": None, "listening": False}
 _counts = {"programs": 0, "compile_s": 0.0, "cache_hits": 0, "trace_s": 0.0}
+_workers: set[int] = set()  # pids of the worker processes whose compilations were added (`add`)
 
 
 def cpu_features() -> str:
@@ -119,12 +120,12 @@ def quiet_loader_env() -> dict:
     docstring), else {}. XLA reads the level once, when jaxlib is loaded: set it before `import jax`
     (this process: `enable_cache` does; worker processes: pass it in their environment)."""
     # `import jax` sets the level to "1" when it is unset: "1" is JAX's default, not a user's choice
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1") == "1" and not _accelerator_plugin():
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1") == "1" and not accelerator_plugin():
         return {"TF_CPP_MIN_LOG_LEVEL": "3"}
     return {}
 
 
-def _accelerator_plugin() -> bool:
+def accelerator_plugin() -> bool:
     """Whether a JAX GPU or TPU plugin is installed (told without starting a backend: XLA reads its
     log level once, when it starts)."""
     names = (d.metadata["Name"] or "" for d in importlib.metadata.distributions())
@@ -159,7 +160,7 @@ def stats() -> dict:
     cache load), trace_s (tracing and lowering), cache (the folder or None)."""
     _listen()
     folder = _state["enabled"]
-    return dict(_counts, cache=str(folder) if folder else None)
+    return dict(_counts, cache=str(folder) if folder else None, workers=frozenset(_workers))
 
 
 def mappings() -> tuple[int, int] | None:
@@ -189,17 +190,32 @@ def relieve(share: float = 0.5) -> bool:
     return True
 
 
+def add(delta: dict, worker: int) -> None:
+    """Counts what worker process `worker` (its pid) compiled for this one (a `since` delta): its
+    programs, cache hits and seconds. A delta over a span in which workers worked covers them all
+    (`processes`: how many; their compile seconds add up)."""
+    _counts["programs"] += delta["programs"]
+    _counts["cache_hits"] += delta["cache_hits"]
+    _counts["compile_s"] += delta["compile_s"]
+    _workers.add(worker)
+
+
 def since(before: dict) -> dict:
-    """`stats()` now minus `before` (the counters only), rounded for a manifest."""
+    """`stats()` now minus `before` (the counters only), rounded for a manifest; `processes`: the
+    worker processes that compiled for this one in between (`add`), else 1 (this one)."""
     now = stats()
     delta = {k: now[k] - before[k] for k in _counts}
     return {"programs": delta["programs"], "cache_hits": delta["cache_hits"],
-            "compile_s": round(delta["compile_s"] + delta["trace_s"], 2), "cache": now["cache"]}
+            "compile_s": round(delta["compile_s"] + delta["trace_s"], 2), "cache": now["cache"],
+            "processes": max(1, len(now["workers"] - before["workers"]))}
 
 
 def summary(delta: dict, wall_s: float) -> str:
-    """One line: wall time, the share of it spent compiling, and what came from the cache."""
-    share = delta["compile_s"] / wall_s if wall_s > 0 else 0.0
+    """One line: wall time, the share of it spent compiling (of the processes' time together when
+    workers ran), and what came from the cache."""
+    processes = delta.get("processes", 1)
+    share = delta["compile_s"] / (wall_s * processes) if wall_s > 0 else 0.0
     where = f"cache {delta['cache']}" if delta["cache"] else f"cache off (${ENV})"
-    return (f"{wall_s:.1f} s, of which compilation {delta['compile_s']:.1f} s ({share:.0%}): "
+    over = f" in {processes} processes" if processes > 1 else ""
+    return (f"{wall_s:.1f} s, of which compilation {delta['compile_s']:.1f} s{over} ({share:.0%}): "
             f"{delta['programs']} programs, {delta['cache_hits']} loaded from the {where}")

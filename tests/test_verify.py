@@ -7,6 +7,7 @@ import pytest
 
 import dpolab.theory.im_li as IL
 import dpolab.theory.im_li_dynamics as ILD
+from dpolab import xla
 from dpolab.checks import dynamics as checks_dynamics
 from dpolab.checks import generalization as checks_generalization
 from dpolab.checks.result import OPEN
@@ -122,8 +123,8 @@ def test_interrupted_verify_resumes_without_rerunning(tmp_path, monkeypatch, cap
     def interrupted(quick):
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(table, last, interrupted)
-    assert main(["verify", "--quick", "--only", "q-star,probability", "--out", str(out)]) == 130
+    monkeypatch.setitem(table, last, interrupted)  # in this process: --jobs 1
+    assert main(["verify", "--quick", "--only", "q-star,probability", "--out", str(out), "--jobs", "1"]) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"dpolab verify: interrupted; finished work is kept in {out}: run the same command with "
         "--resume to finish it")
@@ -137,7 +138,7 @@ def test_interrupted_verify_resumes_without_rerunning(tmp_path, monkeypatch, cap
     monkeypatch.setitem(table, last, counted)
     monkeypatch.setitem(table, first, lambda quick: pytest.fail("a finished check was run again"))
     assert main(["verify", "--quick", "--only", "q-star,probability", "--out", str(out),
-                 "--resume"]) == 0
+                 "--resume", "--jobs", "1"]) == 0
     assert calls == [1]
     report = json.loads((out / "report.json").read_text())
     assert [c["id"] for c in report["checks"]] == [first, last]
@@ -145,6 +146,26 @@ def test_interrupted_verify_resumes_without_rerunning(tmp_path, monkeypatch, cap
     assert int(q["q_star_simplified"][list(q["K"]).index(10)]) == 880
     # a full run never resumes from quick results
     assert main(["verify", "--out", str(out), "--resume", "--only", "q-star"]) == 2
+
+
+def test_checks_in_worker_processes_give_what_one_process_gives(tmp_path, capsys):
+    """--jobs 2 runs each check in a fresh worker (float64, the same keys): the same results, in
+    catalogue order, with the workers' compilations counted."""
+    reports = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"j{jobs}"
+        assert main(["verify", "--quick", "--suite", "ranking", "--jobs", str(jobs), "--quiet", "--out", str(out)]) == 0
+        reports[jobs] = json.loads((out / "report.json").read_text())
+    one, two = ([{k: v for k, v in c.items() if k != "seconds"} for c in reports[j]["checks"]] for j in (1, 2))
+    assert len(one) >= 4 and one == two
+    assert (reports[1]["meta"]["jobs"], reports[2]["meta"]["jobs"]) == (1, 2)
+    assert reports[1]["meta"]["xla"]["processes"] == 1 and reports[2]["meta"]["xla"]["processes"] == 2
+    assert reports[2]["meta"]["xla"]["programs"] >= 10  # the workers' programs reach this process's meter
+    line = xla.summary(reports[2]["meta"]["xla"], wall_s=reports[2]["meta"]["xla"]["compile_s"])
+    assert "in 2 processes (50%)" in line  # the share is of both processes' time
+    assert main(["verify", "--quick", "--suite", "ranking", "--jobs", "0", "--out", str(tmp_path / "j0")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "jobs=0 is not allowed" in err and ">= 1" in err
 
 
 def test_force_refuses_a_directory_that_is_not_a_verify_run(tmp_path):
