@@ -37,7 +37,7 @@ from dpolab.errors import InputError
 # Targets of the issue: printed beside the measurements, never asserted.
 TARGETS = {
     "scaling_efficiency": 0.9,       # Ray with 2 workers ≥ 0.9× the local process's throughput
-    "compile_share_local": 0.10,     # compilation ≤ 10% of the wall time (sweeps ≥ 1 minute)
+    "compile_share_local": 0.05,     # compilation ≤ 5% of the wall time (sweeps ≥ 1 minute; issue #13)
 }
 
 
