@@ -160,10 +160,14 @@ def _pool(todo, quick, jobs, progress):
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked JAX runtime
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start) as pool:
         pending = {pool.submit(_worker_run, task, quick, real.current()): task for task in tasks}
-        for future in _as_completed(pending, workers, progress):
-            finished, compiled, pid = future.result()
-            xla.add(compiled, pid)
-            yield from finished
+        try:
+            for future in _as_completed(pending, workers, progress):
+                finished, compiled, pid = future.result()
+                xla.add(compiled, pid)
+                yield from finished
+        except BaseException:  # Ctrl-C, or the caller stopped: the queued checks are not started
+            pool.shutdown(cancel_futures=True)
+            raise
 
 
 def _as_completed(pending: dict, workers: int, progress):
