@@ -2,7 +2,8 @@
 
 Each entry of `dpolab.mutants.MUTANTS` is one documented single-point change to a formula or a
 simulator. For each, this module copies the package's source into a temporary tree, applies the
-change there (never to the checkout), and runs in a fresh interpreter:
+change there (never to the checkout), and runs in a fresh process that imports dpolab from that tree
+(a child forked from a runner that holds JAX, SciPy and pytest but never dpolab, see `_RUNNER`):
 
 - the registered checks the mutant names, in quick mode: the registry *kills* the mutant when one
   of them returns `fail` (an exception is reported as an error, not as a kill: a verdict must say
@@ -19,6 +20,7 @@ import concurrent.futures
 import dataclasses
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -29,7 +31,8 @@ import tomllib
 
 from dpolab.errors import InputError
 
-#: runs inside the mutated tree: the named registry entries in quick mode, one JSON line out.
+#: a mutant's checks, run in a child of the runner (below) that imports `dpolab` from the mutated
+#: tree: the named registry entries in quick mode, one JSON line out.
 _CHECK_SCRIPT = r"""
 import json, sys, traceback
 from dpolab import xla
@@ -54,6 +57,89 @@ for key in sys.argv[2:]:
         out[key] = {key: "error: " + traceback.format_exc(limit=3).strip().splitlines()[-1]}
 print("SELFTEST " + json.dumps(out))
 """
+
+#: The runner: one interpreter per job slot that imports the heavy third-party modules once (never
+#: `dpolab`, and it starts no JAX backend, so forking it is safe) and forks a child per request. A
+#: child is a fresh process as far as dpolab is concerned: it imports dpolab from the request's tree,
+#: runs the check script or pytest, and exits; the runner answers with its exit code. Starting
+#: Python, JAX, SciPy and pytest afresh for each of ~220 runs cost ~2 s a run, most of the harness.
+_RUNNER = r"""
+import importlib, json, os, signal, sys, time, traceback
+import numpy, scipy.linalg, scipy.optimize, scipy.special, scipy.stats, jax, jax.numpy, pytest
+for name in ("hypothesis", "_hypothesis_pytestplugin"):  # else pytest rewrites hypothesis's ~100 modules
+    try:                                                   # in every child (1 s); the test extra has it
+        importlib.import_module(name)
+    except ImportError:
+        pass
+assert "dpolab" not in sys.modules, "the runner must not import dpolab: its children import it"
+
+def child(req):
+    null = os.open(os.devnull, os.O_RDONLY)
+    log = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(null, 0); os.dup2(log, 1); os.dup2(log, 2)
+    os.environ.clear(); os.environ.update(req["env"])
+    os.chdir(req["cwd"])
+    sys.path.insert(0, req["tree"])
+    if req["kind"] == "pytest":
+        sys.argv = ["pytest", *req["args"]]
+        return int(pytest.main(req["args"]))
+    sys.argv = ["-c", *req["args"]]
+    try:
+        exec(compile(req["script"], "<selftest>", "exec"), {"__name__": "__main__"})
+    except SystemExit as e:
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        print(e.code, file=sys.stderr)
+        return 1
+    return 0
+
+for line in sys.stdin:
+    req = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = child(req)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush(); sys.stderr.flush()
+            os._exit(code)
+    deadline = time.monotonic() + req["timeout"]
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            code = os.waitstatus_to_exitcode(status)
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL); os.waitpid(pid, 0); code = "timeout"
+            break
+        time.sleep(0.02)
+    print(json.dumps({"exit": code}), flush=True)
+"""
+
+
+class _Runner:
+    """One runner process (`_RUNNER`); `run` sends it a request and waits for the child's exit."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-P", "-c", _RUNNER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=_env(None), text=True)
+
+    def run(self, kind, args, *, tree, cwd, log, timeout, script=None) -> tuple[int | str, str]:
+        """(exit code or "timeout", what the child printed)."""
+        req = {"kind": kind, "args": [str(a) for a in args], "tree": str(tree), "cwd": str(cwd),
+               "log": str(log), "timeout": timeout, "env": _env(tree), "script": script}
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the selftest runner died (exit {self.proc.wait()})")
+        return json.loads(line)["exit"], Path(log).read_text(errors="replace")
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 @dataclasses.dataclass
@@ -117,56 +203,75 @@ def _installed_path(root: Path, dest: Path, rel: str) -> Path:
     raise ValueError(f"{rel} is not inside a package folder of {root}")
 
 
-def _env(tree: Path) -> dict:
+def _env(tree: Path | None) -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(tree)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     env.pop("DPOLAB_PERSONA_DIR", None)  # mutants target the synthetic core; the real track is
     env.pop("DPOLAB_HH_PATH", None)      # slow and has its own tests
     return env
 
 
-def run_mutant(mutant, *, tests: bool = True, root: Path | None = None, timeout: float = 900) -> Outcome:
-    """Applies one mutant in a temporary tree and runs its checks (and tests).
+def run_mutant(mutant, runner: _Runner, *, tests: bool = True, root: Path | None = None,
+               timeout: float = 900) -> Outcome:
+    """Applies one mutant in a temporary tree and runs its checks (and tests), each in a fresh child
+    of `runner`.
 
     Args:
       root: the checkout to mutate (default: the one this package runs from).
     """
     root = source_root() if root is None else Path(root)
     with tempfile.TemporaryDirectory(prefix="dpolab-mutant-") as tmp:
-        tree = build_tree(root, Path(tmp), mutant)
+        tree = build_tree(root, Path(tmp) / "tree", mutant)
         verdicts = {}
         if mutant.checks:
-            proc = subprocess.run([sys.executable, "-P", "-c", _CHECK_SCRIPT, str(tree), *mutant.checks],
-                                  env=_env(tree), capture_output=True, text=True, timeout=timeout)
-            line = [x for x in proc.stdout.splitlines() if x.startswith("SELFTEST ")]
-            if proc.returncode != 0 or not line:
+            code, out = runner.run("script", [tree, *mutant.checks], script=_CHECK_SCRIPT, tree=tree,
+                                   cwd=tmp, log=Path(tmp) / "checks.log", timeout=timeout)
+            line = [x for x in out.splitlines() if x.startswith("SELFTEST ")]
+            if code != 0 or not line:
                 raise RuntimeError(f"mutant {mutant.name!r}: the check run did not report "
-                                   f"(exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+                                   f"(exit {code}):\n{out[-2000:]}")
             verdicts = json.loads(line[-1][len("SELFTEST "):])
         tests_killed, failed = None, []
         if tests and mutant.tests:
-            proc = subprocess.run([sys.executable, "-P", "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                                   "-m", "", *mutant.tests], cwd=root, env=_env(tree),
-                                  capture_output=True, text=True, timeout=timeout)
-            if proc.returncode not in (0, 1):
+            code, out = runner.run("pytest", ["-q", "-x", "-p", "no:cacheprovider", "-m", "", "-W",
+                                             "ignore::pytest.PytestAssertRewriteWarning", *mutant.tests],
+                                   tree=tree, cwd=root, log=Path(tmp) / "tests.log", timeout=timeout)
+            if code not in (0, 1):
                 raise RuntimeError(f"mutant {mutant.name!r}: pytest could not run its tests "
-                                   f"(exit {proc.returncode}):\n{proc.stdout[-2000:]}")
-            tests_killed = proc.returncode == 1
-            failed = [x.split()[1] for x in proc.stdout.splitlines() if x.startswith("FAILED ")]
+                                   f"(exit {code}):\n{out[-2000:]}")
+            tests_killed = code == 1
+            failed = [x.split()[1] for x in out.splitlines() if x.startswith("FAILED ")]
     killed = any("fail" in by_id.values() for by_id in verdicts.values())
     return Outcome(mutant.name, verdicts, killed, tests_killed, failed)
 
 
 def run_all(mutants, *, jobs: int = 2, tests: bool = True, root: Path | None = None,
             progress=None) -> list[Outcome]:
-    """Runs mutants `jobs` at a time; outcomes in table order."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(run_mutant, m, tests=tests, root=root) for m in mutants]
-        outcomes = []
-        for future in futures:
-            outcomes.append(future.result())
-            if progress:
-                progress(outcomes[-1])
+    """Runs mutants `jobs` at a time (one runner each); outcomes in table order."""
+    runners = queue.Queue()
+
+    def one(mutant):
+        runner = runners.get()
+        try:
+            return run_mutant(mutant, runner, tests=tests, root=root)
+        finally:
+            runners.put(runner)
+
+    started = [_Runner() for _ in range(min(jobs, len(mutants)) or 1)]
+    for runner in started:
+        runners.put(runner)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(started)) as pool:
+            futures = [pool.submit(one, m) for m in mutants]
+            outcomes = []
+            for future in futures:
+                outcomes.append(future.result())
+                if progress:
+                    progress(outcomes[-1])
+    finally:
+        for runner in started:
+            runner.close()
     return outcomes
 
 

@@ -2,7 +2,7 @@
 
 Most of a short dpolab run is XLA compiling programs it compiled on the last run too. `enable_cache()`
 turns on JAX's persistent compilation cache, so a program compiled once is loaded from disk by
-every later process (the CLI, the tests, the mutation harness's fresh interpreters, Ray workers).
+every later process (the CLI, the tests, the mutation harness's fresh processes, Ray workers).
 
 Where: `$DPOLAB_XLA_CACHE` when set (a directory, or `off` to disable), else
 `$XDG_CACHE_HOME/dpolab/xla` (default `~/.cache/dpolab/xla`), in a subfolder keyed by the jaxlib
