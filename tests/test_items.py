@@ -52,17 +52,20 @@ def _check_item(run, module, tmp_path):
                                                   if k in {p.name for p in rendered}}, "re-render differs"
     again = _csvs(rendered)
     assert again
-    # the numbers come from the store: nudge one stored float array (largest first) by a relative
-    # 1e-6, and a CSV changes (an array the plotter rejects or rounds away: try the next one)
+    # the numbers come from the store: nudge stored float arrays by a relative 1e-6, and a CSV
+    # changes. First every array that holds a non-integer (one render: integer-valued ones are
+    # labels and indices a plotter may reject when nudged); when the plotter rejects that too or
+    # nothing moves, one array at a time, largest first (one it rejects or rounds away: the next)
     floats = sorted((k for k, v in data.items() if v.dtype.kind == "f" and v.size and np.isfinite(v).any()),
                     key=lambda k: -data[k].size)
+    fractional = [k for k in floats if np.any(np.mod(data[k][np.isfinite(data[k])], 1))]
     changed = False
-    for i, key in enumerate(floats):
+    for i, keys in enumerate([fractional] + [[key] for key in floats]):
         ctx.dir = tmp_path / f"changed{i}"
         ctx.dir.mkdir()
-        nudged = data[key] + 1e-6 * (np.abs(data[key]) + 1.0)
+        nudged = {key: data[key] + 1e-6 * (np.abs(data[key]) + 1.0) for key in keys}
         try:
-            moved = _csvs(render(module, data | {key: nudged}, ctx))
+            moved = _csvs(render(module, data | nudged, ctx))
         except (ValueError, KeyError, IndexError, ZeroDivisionError):  # the plotter validated the numbers
             continue
         if moved != again:
