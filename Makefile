@@ -21,7 +21,7 @@ verify: $(BIN)/dpolab
 
 test: $(BIN)/dpolab
 	DPOLAB_PERSONA_DIR="$${DPOLAB_PERSONA_DIR:-$(PERSONA_DIR)}" \
-	DPOLAB_HH_PATH="$${DPOLAB_HH_PATH:-$(HH_PATH)}" $(BIN)/python -m pytest -q -n auto
+	DPOLAB_HH_PATH="$${DPOLAB_HH_PATH:-$(HH_PATH)}" $(BIN)/python -m pytest -q -n auto --dist worksteal
 
 bench: $(BIN)/dpolab
 	$(BIN)/dpolab bench

@@ -39,10 +39,15 @@ def _bounded_mappings():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Every test that uses an end-to-end fixture is `slow` (deselect with -m "not slow")."""
+    """Every test that uses an end-to-end fixture is `slow` (deselect with -m "not slow").
+
+    The mutation harness's tests go first: the harness runs for minutes in one worker, so it must
+    start at once (`make test` runs `--dist worksteal`: the other workers take the rest and steal
+    what is queued behind it) rather than leave one worker running it alone at the end."""
     for item in items:
         if {"repro_quick", "audit_quick"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: "outcomes" not in getattr(item, "fixturenames", ()))  # stable
 
 
 def _shared_run(command, tmp_path_factory):
