@@ -516,6 +516,11 @@ MUTANTS += (
       "the memory-mapping guard drops nothing: a long process reaches the kernel's cap and crashes",
       (), ("tests/test_xla_cache.py::"
            "test_relieve_drops_the_programs_jax_holds_once_past_the_share_of_the_mapping_cap",)),
+    M("xla.quiet-level-not-passed-on", "dpolab/xla.py", '    if _state.get("quieted"):\n',
+      '    if False:\n',
+      "workers (Ray's runtime_env) are not given the loader's quiet log level this process set, so each "
+      "loaded program logs two C++ error lines there",
+      (), ("tests/test_xla_cache.py::test_workers_are_given_the_quiet_loader_level_this_process_set",)),
 )
 
 MUTANTS += (

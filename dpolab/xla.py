@@ -46,7 +46,7 @@ ENV = "DPOLAB_XLA_CACHE"
 #: the cache's size cap: JAX evicts the least recently used entries beyond it.
 MAX_BYTES = 2 * 1024**3
 
-_state: dict = {"enabled": None, "listening": False}
+_state: dict = {"enabled": None, "listening": False, "quieted": False}
 _counts = {"programs": 0, "compile_s": 0.0, "cache_hits": 0, "trace_s": 0.0}
 _workers: set[int] = set()  # pids of the worker processes whose compilations were added (`add`)
 
@@ -87,7 +87,9 @@ def enable_cache() -> Path | None:
     if _state["enabled"] is None:
         _state["enabled"] = _usable(cache_dir()) or False
         if _state["enabled"]:
-            os.environ.update(quiet_loader_env())  # before jax is loaded: XLA reads it then
+            quiet = quiet_loader_env()
+            os.environ.update(quiet)  # before jax is loaded: XLA reads it then
+            _state["quieted"] = bool(quiet)
             import jax
 
             jax.config.update("jax_compilation_cache_dir", str(_state["enabled"]))
@@ -119,7 +121,10 @@ def quiet_loader_env() -> dict:
     """{"TF_CPP_MIN_LOG_LEVEL": "3"} where the loader's line should be hidden (see the module's
     docstring), else {}. XLA reads the level once, when jaxlib is loaded: set it before `import jax`
     (this process: `enable_cache` does; worker processes: pass it in their environment)."""
-    # `import jax` sets the level to "1" when it is unset: "1" is JAX's default, not a user's choice
+    # `import jax` sets the level to "1" when it is unset: "1" is JAX's default, not a user's choice;
+    # once `enable_cache` has set "3" here, workers are owed the same (Ray's runtime_env asks after it)
+    if _state.get("quieted"):
+        return {"TF_CPP_MIN_LOG_LEVEL": "3"}
     if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1") == "1" and not accelerator_plugin():
         return {"TF_CPP_MIN_LOG_LEVEL": "3"}
     return {}

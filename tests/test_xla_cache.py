@@ -47,6 +47,23 @@ def test_a_second_process_loads_the_programs_the_first_compiled(tmp_path):
     assert third["folder"] == "None" and third["cache_hits"] == 0 and third["programs"] >= 1
 
 
+def test_workers_are_given_the_quiet_loader_level_this_process_set(tmp_path):
+    """Ray's runtime_env asks `quiet_loader_env()` after `enable_cache()` has set the level here: it
+    must still hand the workers the level (it once read "3" back as a user's choice and gave {});
+    a level the user chose is kept and not passed on."""
+    probe = "from dpolab import xla; xla.enable_cache(); import json; print(json.dumps(xla.quiet_loader_env()))"
+    # -P: dpolab from the installed path (a mutant's tree), not the checkout folder in the working directory
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env[xla.ENV] = str(tmp_path / "cache")
+    for level, expected in ((None, {"TF_CPP_MIN_LOG_LEVEL": "3"}), ("0", {})):
+        run_env = env if level is None else dict(env, TF_CPP_MIN_LOG_LEVEL=level)
+        proc = subprocess.run([sys.executable, "-P", "-c", probe], capture_output=True, text=True, env=run_env,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        if not xla.accelerator_plugin():  # with a GPU/TPU plugin the log is never quietened
+            assert json.loads(proc.stdout.strip().splitlines()[-1]) == expected, level
+
+
 def test_the_folder_is_keyed_by_the_cpu_features(monkeypatch, tmp_path):
     monkeypatch.setenv(xla.ENV, str(tmp_path))
     here = xla.cache_dir()
