@@ -62,7 +62,7 @@ print("SELFTEST " + json.dumps(out))
 #: `dpolab`, and it starts no JAX backend, so forking it is safe) and forks a child per request. A
 #: child is a fresh process as far as dpolab is concerned: it imports dpolab from the request's tree,
 #: runs the check script or pytest, and exits; the runner answers with its exit code. Starting
-#: Python, JAX, SciPy and pytest afresh for each of ~220 runs cost ~2 s a run, most of the harness.
+#: Python, JAX, SciPy and pytest afresh for each of ~220 runs cost ~2 s a run, half the harness's time.
 _RUNNER = r"""
 import importlib, json, os, signal, sys, time, traceback
 import numpy, scipy.linalg, scipy.optimize, scipy.special, scipy.stats, jax, jax.numpy, pytest
