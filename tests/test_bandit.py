@@ -106,6 +106,34 @@ def test_pair_numbers_name_each_rows_features():
     assert pair_rows(inst).shape == (5 * 4 * 3, spec.d) and int(data.pair.max()) < 5 * 4 * 3
 
 
+def test_the_two_actions_are_drawn_from_sft_without_replacement():
+    """Each context's unordered action pair {a, b} has the Plackett-Luce top-2 probability under
+    π_sft(·|s) ∝ exp(θ_0ᵀφ(s, ·)): π_a π_b/(1 − π_a) + π_b π_a/(1 − π_b) (exact, in NumPy), tested
+    by Pearson's χ² over all cells at the 99.9% quantile."""
+    from scipy import stats
+
+    spec = BanditSpec(S=3, A=4, d=3, n=60000)
+    params = make_bandit_params(sft_scale=1.5)  # a peaked π_sft: a uniform second draw is far from it
+    inst = make_instance(jax.random.key(7), spec, params)
+    data = sample_pairs(jax.random.key(8), spec, inst, params)
+    q, r = np.divmod(np.asarray(data.pair), spec.A - 1)
+    state, winner = np.divmod(q, spec.A)
+    loser = r + (r >= winner)
+    assert np.array_equal(state, np.asarray(data.state))
+    logits = np.asarray(inst.phi) @ np.asarray(inst.theta0)
+    pi = np.exp(logits - logits.max(axis=1, keepdims=True))
+    pi /= pi.sum(axis=1, keepdims=True)
+    a, b = np.triu_indices(spec.A, k=1)
+    observed = np.zeros((spec.S, len(a)))
+    cell = {(i, j): c for c, (i, j) in enumerate(zip(a, b))}
+    np.add.at(observed, (state, [cell[min(w, lo), max(w, lo)] for w, lo in zip(winner, loser)]), 1)
+    top2 = pi[:, a] * pi[:, b] / (1 - pi[:, a]) + pi[:, b] * pi[:, a] / (1 - pi[:, b])
+    expected = top2 * np.bincount(state, minlength=spec.S)[:, None]
+    np.testing.assert_allclose(top2.sum(axis=1), 1.0, rtol=1e-12)
+    chi2 = float(np.sum((observed - expected) ** 2 / expected))
+    assert chi2 < stats.chi2.ppf(0.999, spec.S * (len(a) - 1)), (chi2, observed, expected)
+
+
 @pytest.mark.parametrize("loss", ["dpo", "rdpo", "ripo"])
 def test_pair_counts_and_rows_give_the_same_fit(loss):
     """The grouped rule (n > S·A·(A−1): the fit reads pair counts) against the same data read row by
