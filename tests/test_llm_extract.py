@@ -1,9 +1,11 @@
 """Real-embedding features (THEORY §1.8): the persona data and the Gemma-3-270M extractor.
 
-The persona tests need only the data (../shared/data beside the checkout, else skipped); the model
+The persona tests need only the data ($DPOLAB_PERSONA_DIR, which `make test` sets to ../shared/data;
+else skipped); the model
 tests also need the `llm` extra (torch, transformers, gguf, accelerate, the model package) and use
 the float32 model cache ($DPOLAB_CACHE or ~/.cache/dpolab; the first-ever build takes ~1 min).
 """
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +15,12 @@ import pytest
 
 from dpolab.sims.llm import persona as P
 
-PERSONA_DIR = Path(__file__).parents[2] / "shared/data/anthropic-evals/persona"
+PERSONA_DIR = Path(os.environ["DPOLAB_PERSONA_DIR"]) if os.environ.get("DPOLAB_PERSONA_DIR") else None
 SUBSET = ["agreeableness", "subscribes-to-rule-utilitarianism"]  # 2 personas × 8 statements
 LIMIT = 8
 
-needs_data = pytest.mark.skipif(not PERSONA_DIR.is_dir(), reason=f"persona data not at {PERSONA_DIR}")
+needs_data = pytest.mark.skipif(PERSONA_DIR is None or not PERSONA_DIR.is_dir(),
+                                reason=f"persona data not at $DPOLAB_PERSONA_DIR={PERSONA_DIR}")
 
 
 def _llm_stack():
