@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import tomllib
@@ -151,6 +152,7 @@ class Outcome:
     registry_killed: bool
     tests_killed: bool | None  # None: not run
     failed_tests: list = dataclasses.field(default_factory=list)
+    seconds: dict = dataclasses.field(default_factory=dict)  # {"checks": s, "tests": s}: wall time of each child
 
     def as_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -223,8 +225,9 @@ def run_mutant(mutant, runner: _Runner, *, tests: bool = True, root: Path | None
     root = source_root() if root is None else Path(root)
     with tempfile.TemporaryDirectory(prefix="dpolab-mutant-") as tmp:
         tree = build_tree(root, Path(tmp) / "tree", mutant)
-        verdicts = {}
+        verdicts, seconds = {}, {}
         if mutant.checks:
+            start = time.perf_counter()
             code, out = runner.run("script", [tree, *mutant.checks], script=_CHECK_SCRIPT, tree=tree,
                                    cwd=tmp, log=Path(tmp) / "checks.log", timeout=timeout)
             line = [x for x in out.splitlines() if x.startswith("SELFTEST ")]
@@ -232,8 +235,10 @@ def run_mutant(mutant, runner: _Runner, *, tests: bool = True, root: Path | None
                 raise RuntimeError(f"mutant {mutant.name!r}: the check run did not report "
                                    f"(exit {code}):\n{out[-2000:]}")
             verdicts = json.loads(line[-1][len("SELFTEST "):])
+            seconds["checks"] = round(time.perf_counter() - start, 1)
         tests_killed, failed = None, []
         if tests and mutant.tests:
+            start = time.perf_counter()
             code, out = runner.run("pytest", ["-q", "-x", "-p", "no:cacheprovider", "-m", "", "-W",
                                              "ignore::pytest.PytestAssertRewriteWarning", *mutant.tests],
                                    tree=tree, cwd=root, log=Path(tmp) / "tests.log", timeout=timeout)
@@ -241,9 +246,10 @@ def run_mutant(mutant, runner: _Runner, *, tests: bool = True, root: Path | None
                 raise RuntimeError(f"mutant {mutant.name!r}: pytest could not run its tests "
                                    f"(exit {code}):\n{out[-2000:]}")
             tests_killed = code == 1
+            seconds["tests"] = round(time.perf_counter() - start, 1)
             failed = [x.split()[1] for x in out.splitlines() if x.startswith("FAILED ")]
     killed = any("fail" in by_id.values() for by_id in verdicts.values())
-    return Outcome(mutant.name, verdicts, killed, tests_killed, failed)
+    return Outcome(mutant.name, verdicts, killed, tests_killed, failed, seconds)
 
 
 def run_all(mutants, *, jobs: int = 2, tests: bool = True, root: Path | None = None,
@@ -298,12 +304,13 @@ def score(outcomes) -> dict:
 
 def format_outcomes(outcomes, summary) -> str:
     """A table (one line per mutant) and the two scores."""
-    lines = [f"{'mutant':36s} registry  tests  failing checks"]
+    lines = [f"{'mutant':36s} registry  tests   checks s  tests s  failing checks"]
     for o in outcomes:
         fails = [rid for by_id in o.verdicts.values() for rid, v in by_id.items() if v == "fail"]
         errors = [rid for by_id in o.verdicts.values() for rid, v in by_id.items() if v.startswith("error")]
         tests = "—" if o.tests_killed is None else "killed" if o.tests_killed else "SURVIVED"
-        lines.append(f"{o.name:36s} {o.registry:9s} {tests:6s} "
+        took = "".join(f"{o.seconds[k]:8.1f} " if k in o.seconds else f"{'—':>8s} " for k in ("checks", "tests"))
+        lines.append(f"{o.name:36s} {o.registry:9s} {tests:6s} {took} "
                      + ", ".join(fails + [f"{e} (error)" for e in errors]))
     lines.append(f"registry: {summary['registry_killed']}/{summary['registry_total']} killed; "
                  f"tests: {summary['tests_killed']}/{summary['tests_total']} killed")
