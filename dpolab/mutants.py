@@ -459,6 +459,9 @@ MUTANTS += (
       "the one-pair structure gets a rejected token per value (a star)",
       ("phenomena/displacement-fraction-vs-structure", "phenomena/displacement-one-pair-never"),
       (_D + "::test_displaced_set_at_zero_margin_is_beta_invariant_and_structures_differ",)),
+    M("repro.displacement-vocab-fixed", "paper_repro/likelihood_displacement.py", "return max(24, 2 * K + 8)",
+      "return 24", "the likelihood-displacement item's vocabulary fixed at 24: its full run (K = 16) is refused",
+      (), (_D + "::test_the_repro_items_full_run_builds_its_data_at_every_K",)),
 )
 
 # ---- issue #15 part 2: learning order between values (theory/ and sims/learning_order.py) ---------

@@ -29,15 +29,22 @@ from dpolab.theory import displacement as disp
 NAME = "likelihood-displacement"
 TITLE = "Likelihood displacement: y_w/y_l log-prob trajectories vs flip rate (DPO, rDPO); fraction vs structure"
 
-SPEC = dict(Q=20, d=32, vocab=24)
+SPEC = dict(Q=20, d=32)
+QUICK_KS, FULL_KS = (2, 4, 8), (2, 4, 8, 16)
 PARAMS = dict(v=0.5, concept_cos=0.5, ref_scale=3.0, lb=0.5)
 TRAJ_K, BETA, ETA = 4, 1.0, 1.0
 LOSSES = ("dpo", "rdpo")
 
 
+def vocab(K: int) -> int:
+    """The vocabulary at K: 24 tokens up to K = 8, beyond that the 2K tokens of the "distinct"
+    structure plus 8 unused ones (as at K = 8), so every structure has unused tokens at every K."""
+    return max(24, 2 * K + 8)
+
+
 def _data(structure, K, seed, flip):
     params = make_params(beta=BETA, eta=ETA, flip=flip, **PARAMS)
-    return sample_token_data(jax.random.key(seed), DataSpec(K=K, **SPEC), params, structure)
+    return sample_token_data(jax.random.key(seed), DataSpec(K=K, vocab=vocab(K), **SPEC), params, structure)
 
 
 def trajectories(flips, seeds, steps, stride) -> dict[str, np.ndarray]:
@@ -85,7 +92,7 @@ def fractions_at_zero(Ks, seeds) -> np.ndarray:
 def compute(ctx) -> dict[str, np.ndarray]:
     flips = (0.0, 0.2, 0.4) if ctx.quick else (0.0, 0.1, 0.2, 0.3, 0.4)
     seeds, steps, stride = (1, 200, 20) if ctx.quick else (4, 400, 10)
-    Ks = (2, 4, 8) if ctx.quick else (2, 4, 8, 16)
+    Ks = QUICK_KS if ctx.quick else FULL_KS
     data = trajectories(flips, seeds, steps, stride)
     data |= {"flips": np.array(flips), "Ks": np.array(Ks, float), "seeds": np.int64(seeds),
              "frac_at_zero": fractions_at_zero(Ks, 2 if ctx.quick else 8), "beta": np.float64(BETA),

@@ -196,3 +196,17 @@ def test_flips_swap_labels_at_the_flip_rate():
         ci = stats.binomtest(int(flipped.sum()), flipped.size, flip).proportion_ci(0.999)
         assert ci.low <= flip <= ci.high
         assert np.all(np.asarray(data.chosen) != np.asarray(data.rejected))
+
+
+def test_the_repro_items_full_run_builds_its_data_at_every_K():
+    """`repro`'s likelihood-displacement item at full size (K up to 16) once asked for K = 16 with 24
+    tokens, which `DataSpec` refuses (2K needed): the full `repro` stopped there. Every structure at
+    every K of the full run beyond the quick one (which the session's `repro --quick` runs) must
+    build, with unused tokens left; the quick sizes keep their 24 tokens."""
+    from dpolab.paper_repro import likelihood_displacement as item
+
+    for K in sorted(set(item.FULL_KS) - set(item.QUICK_KS)):
+        for structure in sim.STRUCTURES:
+            data = item._data(structure, K, 0, 0.2)
+            assert data.ref_logits.shape[1] < item.vocab(K), (structure, K)
+    assert all(item.vocab(K) == 24 for K in item.QUICK_KS)
