@@ -124,9 +124,9 @@ def test_the_two_actions_are_drawn_from_sft_without_replacement():
     pi = np.exp(logits - logits.max(axis=1, keepdims=True))
     pi /= pi.sum(axis=1, keepdims=True)
     a, b = np.triu_indices(spec.A, k=1)
-    observed = np.zeros((spec.S, len(a)))
-    cell = {(i, j): c for c, (i, j) in enumerate(zip(a, b))}
-    np.add.at(observed, (state, [cell[min(w, lo), max(w, lo)] for w, lo in zip(winner, loser)]), 1)
+    counts = np.zeros((spec.S, spec.A, spec.A))
+    np.add.at(counts, (state, np.minimum(winner, loser), np.maximum(winner, loser)), 1)
+    observed = counts[:, a, b]  # (S, unordered pairs)
     top2 = pi[:, a] * pi[:, b] / (1 - pi[:, a]) + pi[:, b] * pi[:, a] / (1 - pi[:, b])
     expected = top2 * np.bincount(state, minlength=spec.S)[:, None]
     np.testing.assert_allclose(top2.sum(axis=1), 1.0, rtol=1e-12)
