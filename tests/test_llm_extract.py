@@ -1,9 +1,9 @@
 """Real-embedding features (THEORY §1.8): the persona data and the Gemma-3-270M extractor.
 
 The persona tests need only the data ($DPOLAB_PERSONA_DIR, which `make test` sets to ../shared/data;
-else skipped); the model
-tests also need the `llm` extra (torch, transformers, gguf, accelerate, the model package) and use
-the float32 model cache ($DPOLAB_CACHE or ~/.cache/dpolab; the first-ever build takes ~1 min).
+else skipped); the model tests also need the `llm` extra (torch, transformers, gguf, accelerate, the
+model package) and use the float32 model cache ($DPOLAB_CACHE or ~/.cache/dpolab; the first-ever
+build takes ~1 min).
 """
 import os
 import subprocess
