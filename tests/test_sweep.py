@@ -105,21 +105,40 @@ def _cli(*args):
     return [sys.executable, "-m", "dpolab.cli", *args], env
 
 
+# The CLI in a child that holds still inside its third chunk (after two were written), so the
+# SIGKILL lands mid-run however fast the machine or warm the compilation cache: polling for the
+# first record and then killing raced the child, which could finish more chunks (or all) first.
+HOLD_IN_THIRD_CHUNK = """
+import pathlib, sys, time
+from dpolab.cli import main
+from dpolab.sims.sweep import run
+held, compute, calls = pathlib.Path(sys.argv[1]), run.compute_chunk, []
+def compute_then_hold(*args):
+    calls.append(1)
+    if len(calls) == 3:
+        held.touch()
+        time.sleep(600)
+    return compute(*args)
+run.compute_chunk = compute_then_hold
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def test_sigkill_then_resume_gives_identical_results(tmp_path):
     spec = write_spec(tmp_path, seeds=4, chunk=4, Q=40, steps=200)
     reference = run_sweep(spec, tmp_path / "ref", quiet=True).read_bytes()
-    out = tmp_path / "out"
-    cmd, env = _cli("sweep", str(spec), "--out", str(out), "--quiet")
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((out / "chunks").glob("*.json")) if out.exists() else True:
+    out, held = tmp_path / "out", tmp_path / "held"
+    cmd = [sys.executable, "-P", "-c", HOLD_IN_THIRD_CHUNK, str(held),
+           "sweep", str(spec), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
+    deadline = time.time() + 300
+    while not held.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-        if time.time() > deadline:
-            break
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert held.exists(), f"the child never reached its third chunk (exit {proc.returncode})"
     done = sorted(p.name for p in (out / "chunks").glob("*.json"))
-    assert 0 < len(done) < 6, done  # killed mid-run
+    assert done == ["00000.json", "00001.json"], done  # killed mid-run, inside the third chunk
     assert not (out / "summary.csv").exists()
     assert main(["sweep", str(spec), "--out", str(out), "--resume", "--quiet"]) == 0
     assert (out / "summary.csv").read_bytes() == reference
