@@ -53,7 +53,6 @@ def current():
 def _extracted(quick: bool, backbone):
     from dpolab.sims.llm.commands import load_features_manifest
     from dpolab.sims.llm.extract import extract, load_features
-    from dpolab.sims.llm.model import cache_root
     from dpolab.sims.llm.persona import paper_persona_set
     from dpolab.sims.llm.train import PersonaFeatures
 
@@ -61,12 +60,12 @@ def _extracted(quick: bool, backbone):
     sets = {k: paper_persona_set(k) for k in ks}
     names = list(dict.fromkeys(n for s in sets.values() for n in s))
     # one folder per (model revision, dtype): another model's features are never mixed in
-    out = (cache_root(backbone.cache_dir) / "features" / backbone.features_folder()
-           / f"paper-sets-limit{limit}")
-    extract(None, names, limit, out, progress=False, **backbone.options())
-    stored = load_features(out, names)
+    with backbone.feature_cache(f"limit{limit}") as out:
+        extract(None, names, limit, out, progress=False, **backbone.options())
+        stored = load_features(out, names)
+        manifest = load_features_manifest(out)
     pf = {n: PersonaFeatures(**{f: stored[n][f] for f in PersonaFeatures._fields}) for n in names}
-    return {k: [pf[n] for n in s] for k, s in sets.items()}, load_features_manifest(out)
+    return {k: [pf[n] for n in s] for k, s in sets.items()}, manifest
 
 
 def exact_logprobs(quick):

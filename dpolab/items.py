@@ -17,8 +17,9 @@ item (`--resume`), and an item's own sweeps resume chunk by chunk. The folder fo
 A part that needs what this machine lacks (the `llm` extra, the persona data) raises `Unavailable`
 and the item is recorded as skipped with the reason; nothing is faked. Real features come from the
 run's `Backbone` (`--model/--device/--dtype/--batch-size/--cache-dir`), validated before the folder
-is touched; every item's settings hold its model key (a changed model recomputes), feature caches are
-kept per model (`OUT/_features/<model>-<revision>-<dtype>/`), and the manifest records the model.
+is touched; every item's settings hold its model key (a changed model recomputes), features are kept
+per model in the feature cache shared by every run (`Backbone.feature_cache`:
+`<cache>/features/<model>-<revision>-<dtype>/`), and the manifest records the model.
 """
 from __future__ import annotations
 
@@ -69,15 +70,16 @@ class Context:
     def features(self, names, limit):
         """{persona: PersonaFeatures} of the given personas (first `limit` statements each).
 
-        Hidden states are extracted once into `OUT/_features/<model>-<revision>-<dtype>/` (shared by
-        every item of the run, reused by later runs while the model, data and limit are unchanged)."""
+        Hidden states are extracted once into the feature cache (`Backbone.feature_cache`), where
+        every item of this run and later runs of any command reuse them while the model, the data
+        and the limit are unchanged."""
         from dpolab.sims.llm.commands import load_persona_features
         from dpolab.sims.llm.extract import extract
 
         self.require_real()
-        store = self.out / "_features" / self.backbone.features_folder() / f"limit{limit}"
-        extract(self.persona_dir, list(names), limit, store, progress=False, **self.backbone.options())
-        stored = load_persona_features(store)
+        with self.backbone.feature_cache(f"limit{limit}") as store:
+            extract(self.persona_dir, list(names), limit, store, progress=False, **self.backbone.options())
+            stored = load_persona_features(store)
         return {n: stored[n] for n in names}
 
     def sweep(self, name: str, spec: dict) -> dict[str, np.ndarray]:

@@ -538,3 +538,12 @@ MUTANTS += (
       "checks in worker processes (--jobs > 1) run in float32: their verdicts no longer mean float64 ones",
       (), ("tests/test_verify.py::test_checks_in_worker_processes_give_what_one_process_gives",)),
 )
+
+MUTANTS += (
+    M("items.feature-cache-per-out", "dpolab/items.py",
+      'with self.backbone.feature_cache(f"limit{limit}") as store:',
+      'with self.backbone.feature_cache(f"{self.out.name}-limit{limit}") as store:',
+      "each repro/audit run keeps its own copy of the features: a run with a new --out runs the model again",
+      (), ("tests/test_any_model_commands.py::"
+           "test_a_run_with_a_new_out_reuses_the_features_an_earlier_run_extracted",)),
+)

@@ -184,9 +184,9 @@ def hh_part(ctx) -> dict[str, np.ndarray]:
     if reason:
         return {"hh_unavailable": np.array(reason)}
     limit, seeds = (40, 2) if ctx.quick else (HH_FULL_LIMIT, 5)
-    features = extract_hh(ctx.hh_path, limit, ctx.out / "_hh" / ctx.backbone.features_folder() / f"limit{limit}",
-                          **ctx.backbone.options())
-    rows = rdpo_on_real(features, eps_grid=EPS, seeds=seeds)
+    with ctx.backbone.feature_cache(f"hh-limit{limit}") as store:
+        features = extract_hh(ctx.hh_path, limit, store, **ctx.backbone.options())
+        rows = rdpo_on_real(features, eps_grid=EPS, seeds=seeds)
     acc = np.zeros((len(LOSSES), len(EPS), seeds))
     calib = np.zeros_like(acc)
     for row in rows:

@@ -2,8 +2,8 @@
 
 Both items read the paper's persona sets (THEORY §1.8) through `ctx.features`, with the same
 statements-per-persona limit and the same persona list (`run_personas`: the union of what both
-need), so the model is loaded and the hidden states are extracted once per run (they share
-`OUT/_features/limit<L>`).
+need), so the model is loaded and the hidden states are extracted once (they share the feature
+cache's `limit<L>` folder, `Backbone.feature_cache`, with later runs).
 
 References:
   S. Im, S. Li, arXiv 2408.03459, §5 and App. E (persona sets for K = 1, 2, 4, 8, 16).

@@ -44,7 +44,7 @@ def test_verify_real_on_the_tiny_model_records_it_and_keeps_its_own_cache(files,
     # one feature folder, this model's; the packaged Gemma's cache was never read or written
     folders = [p.name for p in (cache / "features").iterdir()]
     assert folders == [ref.slug("float32")], folders
-    manifest = json.loads((cache / "features" / folders[0] / "paper-sets-limit60" / "manifest.json").read_text())
+    manifest = json.loads((cache / "features" / folders[0] / "limit60" / "manifest.json").read_text())
     assert manifest["model_key"] == ref.key("float32") and manifest["batch_size"] == 5
 
     # --resume with another dtype: the stored real checks were made with another model key, so they run
@@ -71,7 +71,7 @@ def test_repro_item_on_the_tiny_model_is_keyed_by_the_model(files, tmp_path, cap
     assert manifest["model"]["model"] == str(files["model"].resolve()) and manifest["model"]["dtype"] == "float32"
     stored = json.loads((out / "fig3-cosines" / "data.json").read_text())["meta"]["settings"]
     assert stored["real"] == ref.key("float32")
-    assert [p.name for p in (out / "_features").iterdir()] == [ref.slug("float32")]
+    assert [p.name for p in (cache / "features").iterdir()] == [ref.slug("float32")]
     data = (out / "fig3-cosines" / "data.npz").read_bytes()
     written = {p.name: p.stat().st_mtime_ns for p in (out / "fig3-cosines").glob("data.*")}
 
@@ -83,10 +83,10 @@ def test_repro_item_on_the_tiny_model_is_keyed_by_the_model(files, tmp_path, cap
     assert main(argv + ["--resume"] + _flags(files, cache, "bfloat16")) == 0
     stored = json.loads((out / "fig3-cosines" / "data.json").read_text())["meta"]["settings"]
     assert stored["real"] == ref.key("bfloat16")
-    assert sorted(p.name for p in (out / "_features").iterdir()) == sorted([ref.slug("float32"),
-                                                                          ref.slug("bfloat16")])
+    assert sorted(p.name for p in (cache / "features").iterdir()) == sorted([ref.slug("float32"),
+                                                                            ref.slug("bfloat16")])
     assert json.loads((out / "manifest.json").read_text())["model"]["dtype"] == "bfloat16"
-    assert not cache.exists()  # a local model folder needs no dpolab model cache
+    assert [p.name for p in cache.iterdir()] == ["features"]  # a local model needs no dpolab model copy
 
 
 def test_audit_records_the_model_in_its_report(files, tmp_path, capsys):
@@ -97,4 +97,26 @@ def test_audit_records_the_model_in_its_report(files, tmp_path, capsys):
     assert manifest["model"]["model"] == str(files["model"].resolve())
     assert f"Real features (where a question uses them): {files['model'].resolve()}" in (out / "audit.md").read_text()
     ref = backbone.resolve_model(str(files["model"]))
-    assert [p.name for p in (out / "_features").iterdir()] == [ref.slug("float32")]
+    assert [p.name for p in (tmp_path / "cache" / "features").iterdir()] == [ref.slug("float32")]
+
+
+def test_a_run_with_a_new_out_reuses_the_features_an_earlier_run_extracted(files, tmp_path, monkeypatch, capsys):
+    """The feature cache is shared by runs (`Backbone.feature_cache`): a second `repro` into another
+    folder gets the same numbers without running the model, and `audit` reads the same folder."""
+    import importlib
+
+    extract_module = importlib.import_module("dpolab.sims.llm.extract")  # the module, not the function
+    cache = tmp_path / "cache"
+    argv = ["repro", "--quick", "--quiet", "--only", "fig3-cosines", "--persona-dir", str(files["personas"])]
+    assert main(argv + ["--out", str(tmp_path / "first")] + _flags(files, cache)) == 0, capsys.readouterr()
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model ran although these features were extracted by the first run")
+
+    monkeypatch.setattr(extract_module, "final_hidden_states", no_model)
+    assert main(argv + ["--out", str(tmp_path / "second")] + _flags(files, cache)) == 0, capsys.readouterr()
+    for name in ("first", "second"):
+        assert json.loads((tmp_path / name / "manifest.json").read_text())["items"]["fig3-cosines"]["status"] == "done"
+    assert ((tmp_path / "first" / "fig3-cosines" / "data.npz").read_bytes()
+            == (tmp_path / "second" / "fig3-cosines" / "data.npz").read_bytes())
+    assert not (tmp_path / "second" / "_features").exists()

@@ -15,6 +15,7 @@ Importing this module does not import torch (only the functions do).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -117,6 +118,26 @@ class Backbone:
     def features_folder(self) -> str:
         """A folder name unique to the model's revision and dtype (`ModelRef.slug`), for caches."""
         return resolve_model(self.model).slug(self.dtype)
+
+    @contextlib.contextmanager
+    def feature_cache(self, name: str):
+        """Holds the feature folder `<cache>/features/<model>-<revision>-<dtype>/<name>` (cache:
+        `--cache-dir`, else `$DPOLAB_CACHE`, else ~/.cache/dpolab) under an exclusive lock, across
+        processes, and yields its path.
+
+        Every command that extracts keeps its features there (`verify --suite real`, `repro`,
+        `audit`), so a run with a new `--out` reuses what an earlier run extracted with the same
+        model. The extractors reuse a stored request only when its data, model revision, dtype and
+        limit all match, and otherwise compute again. The lock lets two runs share a folder: the
+        second waits and then reuses the features."""
+        from filelock import FileLock
+
+        from dpolab.sims.llm.model import cache_root
+
+        folder = cache_root(self.cache_dir) / "features" / self.features_folder() / name
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder) + ".lock"):
+            yield folder
 
 
 def feature_key(provenance: dict | None) -> dict | None:
