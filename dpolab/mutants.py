@@ -546,4 +546,9 @@ MUTANTS += (
       "each repro/audit run keeps its own copy of the features: a run with a new --out runs the model again",
       (), ("tests/test_any_model_commands.py::"
            "test_a_run_with_a_new_out_reuses_the_features_an_earlier_run_extracted",)),
+    M("backbone.feature-cache-error-unnamed", "sims/llm/backbone.py",
+      "        except OSError as err:\n            raise InputError(f\"--cache-dir: the feature cache",
+      "        except ZeroDivisionError as err:\n            raise InputError(f\"--cache-dir: the feature cache",
+      "a feature cache that cannot be made ends the run in a traceback instead of naming --cache-dir",
+      (), ("tests/test_any_model_commands.py::test_an_unwritable_feature_cache_names_the_cache_flag",)),
 )

@@ -120,3 +120,13 @@ def test_a_run_with_a_new_out_reuses_the_features_an_earlier_run_extracted(files
     assert ((tmp_path / "first" / "fig3-cosines" / "data.npz").read_bytes()
             == (tmp_path / "second" / "fig3-cosines" / "data.npz").read_bytes())
     assert not (tmp_path / "second" / "_features").exists()
+
+
+def test_an_unwritable_feature_cache_names_the_cache_flag(files, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    argv = ["repro", "--quick", "--quiet", "--only", "fig3-cosines", "--persona-dir", str(files["personas"]),
+            "--out", str(tmp_path / "out")]
+    assert main(argv + _flags(files, blocker / "cache")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--cache-dir" in err and "a-file" in err, err

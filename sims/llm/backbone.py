@@ -135,7 +135,11 @@ class Backbone:
         from dpolab.sims.llm.model import cache_root
 
         folder = cache_root(self.cache_dir) / "features" / self.features_folder() / name
-        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InputError(f"--cache-dir: the feature cache {str(folder.parent)!r} cannot be made "
+                             f"({err.strerror}); set --cache-dir or $DPOLAB_CACHE to a writable folder") from err
         with FileLock(str(folder) + ".lock"):
             yield folder
 
