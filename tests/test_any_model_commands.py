@@ -102,7 +102,7 @@ def test_audit_records_the_model_in_its_report(files, tmp_path, capsys):
 
 def test_a_run_with_a_new_out_reuses_the_features_an_earlier_run_extracted(files, tmp_path, monkeypatch, capsys):
     """The feature cache is shared by runs (`Backbone.feature_cache`): a second `repro` into another
-    folder gets the same numbers without running the model, and `audit` reads the same folder."""
+    folder gets the same numbers without running the model."""
     import importlib
 
     extract_module = importlib.import_module("dpolab.sims.llm.extract")  # the module, not the function
