@@ -109,6 +109,8 @@ def write_manifest(out: Path, manifest: dict) -> None:
     write_atomic(Path(out) / "manifest.json", json.dumps(manifest, indent=1, default=float))
 
 
+# "_features/*", "_hh/*": features that runs before 2026-12-08 kept in their folder (now in the
+# shared feature cache, `Backbone.feature_cache`), so `--force` still replaces such a folder
 _ITEMS = ("_features/*", "_hh/*", "*/data.npz", "*/data.json", "*/sweeps/*", "*/*.pdf", "*/*.png", "*/*.csv")
 
 #: What a run of each kind writes in its folder (fnmatch patterns of paths relative to it; a `*`

@@ -184,16 +184,16 @@ def hh_part(ctx) -> dict[str, np.ndarray]:
     if reason:
         return {"hh_unavailable": np.array(reason)}
     limit, seeds = (40, 2) if ctx.quick else (HH_FULL_LIMIT, 5)
-    with ctx.backbone.feature_cache(f"hh-limit{limit}") as store:
+    with ctx.backbone.feature_cache(f"hh-limit{limit}") as store:  # fits and count read one file
         features = extract_hh(ctx.hh_path, limit, store, **ctx.backbone.options())
         rows = rdpo_on_real(features, eps_grid=EPS, seeds=seeds)
+        with np.load(features) as z:
+            pairs = len(z["phi_chosen"])
     acc = np.zeros((len(LOSSES), len(EPS), seeds))
     calib = np.zeros_like(acc)
     for row in rows:
         idx = (LOSSES.index(row["loss"]), EPS.index(row["eps"]), row["seed"])
         acc[idx], calib[idx] = row["test_accuracy"], row["calibration_gap"]
-    with np.load(features) as z:
-        pairs = len(z["phi_chosen"])
     return {"hh_unavailable": np.array(""), "hh_accuracy": acc, "hh_calibration_gap": calib,
             "hh_pairs": np.int64(pairs), "hh_test_pairs": np.int64(pairs - round(0.8 * pairs))}
 
